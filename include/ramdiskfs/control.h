@@ -1,0 +1,71 @@
+// Parsing and rendering of the control files under MOUNT/.control/ (see
+// docs/control.md). Pure functions: no disk is touched here; the caller
+// applies the parsed request. All are thread-safe.
+//
+// Input rules shared by every control file, like sysfs: the text is one line;
+// one trailing "\n" is allowed; fields are separated by single or repeated
+// spaces/tabs; leading/trailing spaces are tolerated. Empty input, a second
+// line, NUL bytes, or more than kMaxControlWrite bytes are InvalidArgument.
+// Numbers are plain decimal or ParseSize() sizes: no sign, no fraction.
+
+#ifndef RAMDISKFS_CONTROL_H_
+#define RAMDISKFS_CONTROL_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "ramdiskfs/options.h"
+
+namespace ramdiskfs {
+
+inline constexpr size_t kMaxControlWrite = 4096;
+
+// `new`: "NAME SIZE [mode=MODE] [readonly=0|1]". SIZE rounds up to 512 bytes
+// (ParseDiskSize). image= is refused here on purpose: no control operation
+// makes the daemon open a path (SPEC 7). Unknown or repeated keys are errors.
+struct NewDiskRequest {
+  std::string name;
+  uint64_t size_bytes = 0;
+  std::optional<DataMode> mode;
+  bool readonly = false;
+};
+absl::StatusOr<NewDiskRequest> ParseNewCommand(std::string_view text);
+
+// `delete`: "NAME". Returns the validated name.
+absl::StatusOr<std::string> ParseDeleteCommand(std::string_view text);
+
+// `discard`: "OFFSET LENGTH" in bytes (sizes with suffixes allowed).
+// LENGTH 0 is allowed (a no-op). offset+length overflow is an error; the
+// range is checked against the disk size by the caller.
+struct ByteRange {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+absl::StatusOr<ByteRange> ParseDiscardCommand(std::string_view text);
+
+// `readonly`: "0" or "1".
+absl::StatusOr<bool> ParseBoolValue(std::string_view text);
+// `size`: a disk size (ParseDiskSize: rounds up to 512).
+absl::StatusOr<uint64_t> ParseDiskSizeValue(std::string_view text);
+// `max_memory`: a size (ParseSize, rounded up to kPageSize).
+absl::StatusOr<uint64_t> ParseMemorySizeValue(std::string_view text);
+// `mode`: "dax", "direct", "cached" or "null".
+absl::StatusOr<DataMode> ParseModeValue(std::string_view text);
+// `flush`: "1" (like zram's reset). Anything else is InvalidArgument.
+absl::Status ParseFlushCommand(std::string_view text);
+
+// Renders "key value\n" lines in the given order.
+std::string RenderKeyValues(const std::vector<std::pair<std::string, std::string>>& rows);
+// Parses what RenderKeyValues made (for ramdiskctl and tests). Errors:
+// InvalidArgument on a line without a space or with an empty key.
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseKeyValues(
+    std::string_view text);
+
+}  // namespace ramdiskfs
+
+#endif  // RAMDISKFS_CONTROL_H_

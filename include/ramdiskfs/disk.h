@@ -1,0 +1,151 @@
+// A disk: one named, fixed-size RAM disk — its store, data mode, read-only
+// flag, file attributes, open count and I/O counters — and the rules that
+// hold whatever path a request comes by (mode, read-only, size, in-use).
+//
+// Ownership: a Disk is owned by shared_ptr. The DiskTable holds one
+// reference while the disk exists; every request that uses a disk holds
+// another for its duration, and every open file holds one until release. So
+// a disk deleted while a request runs stays valid until that request ends.
+//
+// Thread-safe: counters are atomics; attributes and the backing id are
+// guarded by mu_; the store is safe by itself (see page_store.h).
+
+#ifndef RAMDISKFS_DISK_H_
+#define RAMDISKFS_DISK_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "ramdiskfs/options.h"
+#include "ramdiskfs/page_store.h"
+
+namespace ramdiskfs {
+
+struct DiskStats {
+  std::atomic<uint64_t> reads{0};
+  std::atomic<uint64_t> writes{0};
+  std::atomic<uint64_t> read_bytes{0};
+  std::atomic<uint64_t> write_bytes{0};
+  std::atomic<uint64_t> discards{0};
+  std::atomic<uint64_t> discard_bytes{0};
+  std::atomic<uint64_t> flushes{0};
+};
+
+// File attributes a user can change (chmod/chown) plus times.
+struct DiskAttributes {
+  mode_t permissions = 0600;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  absl::Time mtime;
+  absl::Time ctime;
+};
+
+// fallocate(2) modes the kernel forwards to FUSE (linux/falloc.h).
+inline constexpr int kFallocKeepSize = 0x01;
+inline constexpr int kFallocPunchHole = 0x02;
+inline constexpr int kFallocZeroRange = 0x10;
+
+class Disk {
+ public:
+  Disk(uint64_t id, std::string name, std::unique_ptr<PageStore> store, DataMode mode,
+       bool readonly, DiskAttributes attributes);
+  Disk(const Disk&) = delete;
+  Disk& operator=(const Disk&) = delete;
+
+  uint64_t id() const { return id_; }
+  const std::string& name() const { return name_; }
+  PageStore& store() { return *store_; }
+  const PageStore& store() const { return *store_; }
+  uint64_t size_bytes() const { return store_->size_bytes(); }
+
+  // The mode asked for (command line, `new`, or the `mode` file).
+  DataMode requested_mode() const { return requested_mode_.load(); }
+  // The mode in force: dax falls back to direct while passthrough is
+  // unavailable (set_dax_fallback).
+  DataMode mode() const;
+  // Why dax is not in force, or "none".
+  std::string fallback_reason() const;
+  // Called once the FUSE connection knows whether passthrough works.
+  // `reason` empty means dax is available.
+  void set_dax_fallback(std::string reason);
+
+  bool readonly() const { return readonly_.load(); }
+
+  // --- opens ----------------------------------------------------------------
+  // Records an open. Errors: EROFS if `for_write` and the disk is read-only.
+  absl::Status Open(bool for_write);
+  void Release(bool for_write);
+  int opens() const { return opens_.load(); }
+  int write_opens() const { return write_opens_.load(); }
+
+  // --- data path (what the daemon serves; dax I/O never comes here) -------
+  // Read: null mode returns zeros without touching memory. Counts stats.
+  absl::StatusOr<size_t> Read(uint64_t offset, char* buf, size_t length);
+  // Write: EROFS if read-only; ENOSPC at or past the end; cut short at the
+  // end; null mode drops the data. Counts stats.
+  absl::StatusOr<size_t> Write(uint64_t offset, const char* buf, size_t length);
+  // fallocate(mode, offset, length) as a block device treats it: PUNCH_HOLE
+  // (needs KEEP_SIZE) and ZERO_RANGE free the range's pages and zero partial
+  // ones; mode 0 / KEEP_SIZE allocate. A range past the end is cut when
+  // KEEP_SIZE is set and EINVAL otherwise; an offset at or past the end is
+  // EINVAL. Errors: EROFS, EOPNOTSUPP for other modes, ENOSPC from the cap.
+  absl::Status Fallocate(int falloc_mode, uint64_t offset, uint64_t length);
+  // Frees [offset, offset+length): EROFS, EINVAL past the end or overflow.
+  absl::Status Discard(uint64_t offset, uint64_t length);
+  // BLKFLSBUF: frees every page. `other_opens`: opens of the disk that are not
+  // the caller's. Errors: EBUSY if other_opens > 0; EROFS if read-only.
+  absl::Status Flush(int other_opens);
+  // ftruncate: `new_size` is rounded up to 512. Growing is always allowed;
+  // shrinking needs other_opens == 0 (EBUSY). Errors: EROFS, EINVAL/EFBIG
+  // above kMaxDiskBytes.
+  absl::Status Resize(uint64_t new_size, int other_opens);
+  // Switches the requested mode. Errors: EBUSY while open.
+  absl::Status SetMode(DataMode mode);
+  // Errors: EBUSY when making a disk read-only while files open for writing
+  // use passthrough (the kernel would keep writing past the flag).
+  absl::Status SetReadonly(bool readonly, int passthrough_write_opens);
+
+  // --- attributes -------------------------------------------------------------
+  DiskAttributes attributes() const;
+  void SetPermissions(mode_t permissions);
+  void SetOwner(uid_t uid, gid_t gid);
+  void Touch();  // mtime = ctime = now (after writes the daemon serves)
+  void SetTimes(absl::Time mtime);
+
+  // --- passthrough backing id (FUSE adapter bookkeeping) ----------------------
+  int backing_id() const;
+  void set_backing_id(int id);
+
+  DiskStats& stats() { return stats_; }
+  // "key value" rows for the stats file, in the documented order.
+  std::vector<std::pair<std::string, std::string>> StatsRows() const;
+
+ private:
+  const uint64_t id_;
+  const std::string name_;
+  const std::unique_ptr<PageStore> store_;
+  std::atomic<DataMode> requested_mode_;
+  std::atomic<bool> readonly_;
+  std::atomic<int> opens_{0};
+  std::atomic<int> write_opens_{0};
+  DiskStats stats_;
+
+  mutable absl::Mutex mu_;
+  DiskAttributes attributes_ ABSL_GUARDED_BY(mu_);
+  std::string dax_fallback_ ABSL_GUARDED_BY(mu_);  // empty: dax available
+  int backing_id_ ABSL_GUARDED_BY(mu_) = 0;         // 0: not registered
+};
+
+}  // namespace ramdiskfs
+
+#endif  // RAMDISKFS_DISK_H_

@@ -1,0 +1,82 @@
+// The live set of disks, by name and by id.
+//
+// Disks come and go at run time (command line, `new`/`delete`, create/rm on
+// the mount). The table owns one shared_ptr per disk; lookups hand out
+// another, which keeps the disk alive for as long as the caller holds it
+// (a request, an open file). Removing a disk from the table therefore never
+// frees it under a running request: its memory goes when the last holder
+// lets go. Ids are never reused, so a stale id finds nothing.
+//
+// Thread-safe: one mutex guards the maps (lookups share it); it is never
+// held while a disk's data is touched. Lock order: DiskTable::mu_ before
+// Disk::mu_ (Create/Delete read a disk's open count under mu_).
+
+#ifndef RAMDISKFS_DISK_TABLE_H_
+#define RAMDISKFS_DISK_TABLE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "ramdiskfs/disk.h"
+#include "ramdiskfs/memory_pool.h"
+#include "ramdiskfs/options.h"
+
+namespace ramdiskfs {
+
+struct NewDisk {
+  std::string name;
+  uint64_t size_bytes = 0;  // rounded up to 512 here
+  DataMode mode = DataMode::kDirect;
+  bool readonly = false;
+  DiskAttributes attributes;
+};
+
+class DiskTable {
+ public:
+  // `pool` must outlive the table.
+  explicit DiskTable(MemoryPool* pool) : pool_(pool) {}
+  DiskTable(const DiskTable&) = delete;
+  DiskTable& operator=(const DiskTable&) = delete;
+
+  MemoryPool& pool() { return *pool_; }
+
+  // Creates an empty disk. Errors: ValidateDiskName's (EINVAL,
+  // ENAMETOOLONG); EEXIST if the name is taken; ENOSPC past kMaxDisks; EFBIG
+  // above kMaxDiskBytes; the store's errors.
+  absl::StatusOr<std::shared_ptr<Disk>> Create(NewDisk spec);
+
+  // Removes a disk. Errors: ENOENT; EBUSY while it is open.
+  absl::Status Delete(std::string_view name);
+
+  // nullptr when absent.
+  std::shared_ptr<Disk> Find(std::string_view name) const;
+  std::shared_ptr<Disk> FindById(uint64_t id) const;
+
+  // Every disk, ordered by name.
+  std::vector<std::shared_ptr<Disk>> List() const;
+  size_t size() const;
+
+  // Applies `reason` (empty: dax available) to every disk now and later.
+  void SetDaxFallback(std::string reason);
+  std::string dax_fallback() const;
+
+ private:
+  MemoryPool* const pool_;
+  mutable absl::Mutex mu_;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<std::string, std::shared_ptr<Disk>, std::less<>> by_name_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Disk>> by_id_ ABSL_GUARDED_BY(mu_);
+  std::string dax_fallback_ ABSL_GUARDED_BY(mu_) = "not_connected";
+};
+
+}  // namespace ramdiskfs
+
+#endif  // RAMDISKFS_DISK_TABLE_H_

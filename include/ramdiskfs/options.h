@@ -1,0 +1,100 @@
+// The command line and -o options, turned into a Config by a pure function.
+//
+//   ramdiskfs [SOURCE] MOUNTPOINT [options]
+//
+// SOURCE is what mount(8)/fstab pass first ("none", "ramdiskfs"); it is
+// ignored. Options (each also accepted inside -o, so that
+// `mount -t fuse.ramdiskfs none /mnt -o disks=2,size=64M` and fstab work):
+//
+//   --disk NAME:SIZE[:key=value...]   -o disk=NAME:SIZE[:key=value...]  (repeatable)
+//        keys: mode=dax|direct|cached|null, image=PATH, readonly=0|1
+//        SIZE may be empty ("ram0::image=/x.img") only with image=
+//   --disks N --size SIZE              -o disks=N,size=SIZE   (ram0..ramN-1)
+//   --max-memory SIZE                  -o max_memory=SIZE
+//   --mode MODE                        -o mode=MODE
+//   --store auto|tmpfs|memfd           -o store=...  (page allocator, see docs/design.md)
+//   --threads N                        -o threads=N  (max FUSE worker threads)
+//   -f  -d  -s  -h/--help  -V/--version  -o allow_other  -o other FUSE options
+//
+// Both `--opt VALUE` and `--opt=VALUE` work. Anything in -o that ramdiskfs
+// does not own is passed to libfuse in Config::fuse_options (allow_other,
+// default_permissions, fsname=..., and mount(8)'s rw/dev/suid/... flags).
+
+#ifndef RAMDISKFS_OPTIONS_H_
+#define RAMDISKFS_OPTIONS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace ramdiskfs {
+
+enum class DataMode { kDax, kDirect, kCached, kNull };
+
+// "dax", "direct", "cached", "null".
+std::string_view DataModeName(DataMode mode);
+// Inverse of DataModeName (exact, lower case). Errors: InvalidArgument.
+absl::StatusOr<DataMode> ParseDataMode(std::string_view text);
+
+// Which kernel object holds the pages: a private tmpfs instance (needs
+// CAP_SYS_ADMIN; the kernel enforces the memory cap) or memfds (anyone; the
+// daemon enforces the cap). kAuto picks tmpfs when it can.
+enum class StoreKind { kAuto, kTmpfs, kMemfd };
+std::string_view StoreKindName(StoreKind kind);
+
+// Checks a disk name: 1..255 bytes of [A-Za-z0-9._+@-], not starting with '.'
+// or '-' (so never ".", "..", ".control", or an option). Errors: InvalidArgument
+// (bad characters, empty, leading '.'/'-'), and an ENAMETOOLONG ErrnoStatus for
+// names over 255 bytes.
+absl::Status ValidateDiskName(std::string_view name);
+
+inline constexpr int kMaxDisks = 4096;
+
+struct DiskSpec {
+  std::string name;
+  std::optional<uint64_t> size_bytes;  // rounded up to 512; absent only with image_path
+  std::optional<DataMode> mode;        // absent: Config::default_mode
+  std::optional<std::string> image_path;
+  bool readonly = false;
+};
+
+struct Config {
+  std::string mountpoint;
+  std::vector<DiskSpec> disks;  // in command-line order; names unique
+  std::optional<uint64_t> max_memory_bytes;  // absent: half of RAM
+  std::optional<DataMode> default_mode;      // absent: dax where possible, else direct
+  StoreKind store = StoreKind::kAuto;
+  int max_threads = 8;
+  bool foreground = false;
+  bool debug = false;
+  bool single_threaded = false;
+  bool allow_other = false;
+  bool show_help = false;
+  bool show_version = false;
+  std::vector<std::string> fuse_options;  // "-o" options ramdiskfs passes to libfuse
+};
+
+// Default disks when none are given: kDefaultDiskCount disks of kDefaultDiskSize.
+inline constexpr int kDefaultDiskCount = 1;
+inline constexpr uint64_t kDefaultDiskSize = 1ULL << 30;
+
+// Parses argv (argv[0] is the program name). Pure: touches no files (an
+// image= path is not opened here). With --help/--version it returns a Config
+// with show_help/show_version set and need not have a mountpoint.
+// Errors: InvalidArgument whose message is one line naming the bad argument,
+// e.g. "--disk 'ram0:12Q': bad size '12Q': unknown suffix 'Q'". Duplicate
+// names, --disks without --size defaulting, counts over kMaxDisks, missing or
+// extra positional arguments are errors too. Thread-safe.
+absl::StatusOr<Config> ParseCommandLine(const std::vector<std::string>& argv);
+
+// The text printed by --help.
+std::string UsageText(std::string_view program);
+
+}  // namespace ramdiskfs
+
+#endif  // RAMDISKFS_OPTIONS_H_

@@ -1,0 +1,42 @@
+// Byte sizes as users write them: "4096", "512K", "64M", "1G", "2T".
+//
+// Suffixes are powers of 1024 (K, M, G, T, P; upper or lower case; an optional
+// "iB" or "B" after the letter: "1GiB", "1GB", "1g" all mean 2^30). No sign, no
+// fraction, no spaces, no hex. Everything is checked for overflow.
+
+#ifndef RAMDISKFS_SIZE_H_
+#define RAMDISKFS_SIZE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace ramdiskfs {
+
+inline constexpr uint64_t kPageSize = 4096;          // the store's unit
+inline constexpr uint64_t kLogicalBlockSize = 512;   // disk sizes round up to this
+// The largest disk: off_t's range rounded down to a page (tmpfs's own limit).
+inline constexpr uint64_t kMaxDiskBytes = 0x7FFFFFFFFFFFF000ULL;
+
+// Parses `text` as a byte count. Errors: InvalidArgument (empty, garbage,
+// negative, fractional, unknown suffix, overflow past 2^64-1). Thread-safe.
+absl::StatusOr<uint64_t> ParseSize(std::string_view text);
+
+// Parses a disk size: ParseSize, then rounded up to kLogicalBlockSize.
+// Errors: those of ParseSize; InvalidArgument if the result exceeds
+// kMaxDiskBytes (the message names the limit).
+absl::StatusOr<uint64_t> ParseDiskSize(std::string_view text);
+
+// Rounds `bytes` up to a multiple of `unit` (a power of two). Errors:
+// InvalidArgument on overflow.
+absl::StatusOr<uint64_t> RoundUp(uint64_t bytes, uint64_t unit);
+
+// Human form for tables: "0", "512", "4K", "1.5G", "2T" (powers of 1024, at
+// most one decimal, trailing ".0" dropped). Never fails.
+std::string FormatSize(uint64_t bytes);
+
+}  // namespace ramdiskfs
+
+#endif  // RAMDISKFS_SIZE_H_

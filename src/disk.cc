@@ -1,0 +1,235 @@
+#include "ramdiskfs/disk.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "ramdiskfs/size.h"
+#include "ramdiskfs/status.h"
+
+namespace ramdiskfs {
+
+Disk::Disk(uint64_t id, std::string name, std::unique_ptr<PageStore> store, DataMode mode,
+           bool readonly, DiskAttributes attributes)
+    : id_(id),
+      name_(std::move(name)),
+      store_(std::move(store)),
+      requested_mode_(mode),
+      readonly_(readonly),
+      attributes_(attributes) {}
+
+DataMode Disk::mode() const {
+  DataMode mode = requested_mode();
+  if (mode != DataMode::kDax) return mode;
+  absl::MutexLock lock(&mu_);
+  return dax_fallback_.empty() ? DataMode::kDax : DataMode::kDirect;
+}
+
+std::string Disk::fallback_reason() const {
+  if (requested_mode() != DataMode::kDax) return "none";
+  absl::MutexLock lock(&mu_);
+  return dax_fallback_.empty() ? "none" : dax_fallback_;
+}
+
+void Disk::set_dax_fallback(std::string reason) {
+  absl::MutexLock lock(&mu_);
+  dax_fallback_ = std::move(reason);
+}
+
+absl::Status Disk::Open(bool for_write) {
+  if (for_write && readonly()) {
+    return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+  }
+  opens_.fetch_add(1);
+  if (for_write) write_opens_.fetch_add(1);
+  return absl::OkStatus();
+}
+
+void Disk::Release(bool for_write) {
+  opens_.fetch_sub(1);
+  if (for_write) write_opens_.fetch_sub(1);
+}
+
+absl::StatusOr<size_t> Disk::Read(uint64_t offset, char* buf, size_t length) {
+  size_t n;
+  if (mode() == DataMode::kNull) {
+    const uint64_t size = size_bytes();
+    n = offset >= size ? 0 : static_cast<size_t>(std::min<uint64_t>(length, size - offset));
+    std::memset(buf, 0, n);
+  } else {
+    RDFS_ASSIGN_OR_RETURN(n, store_->Read(offset, buf, length));
+  }
+  stats_.reads.fetch_add(1, std::memory_order_relaxed);
+  stats_.read_bytes.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
+
+absl::StatusOr<size_t> Disk::Write(uint64_t offset, const char* buf, size_t length) {
+  if (readonly()) return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+  size_t n;
+  if (mode() == DataMode::kNull) {
+    const uint64_t size = size_bytes();
+    if (offset >= size) {
+      return ErrnoStatus(ENOSPC, absl::StrCat("write at ", offset, " is past the end"));
+    }
+    n = static_cast<size_t>(std::min<uint64_t>(length, size - offset));
+  } else {
+    RDFS_ASSIGN_OR_RETURN(n, store_->Write(offset, buf, length));
+  }
+  stats_.writes.fetch_add(1, std::memory_order_relaxed);
+  stats_.write_bytes.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
+
+absl::Status Disk::Fallocate(int falloc_mode, uint64_t offset, uint64_t length) {
+  if (readonly()) return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+  const bool keep_size = falloc_mode & kFallocKeepSize;
+  const int op = falloc_mode & ~kFallocKeepSize;
+  if (op != 0 && op != kFallocPunchHole && op != kFallocZeroRange) {
+    return ErrnoStatus(EOPNOTSUPP, absl::StrCat("fallocate mode 0x", absl::Hex(falloc_mode)));
+  }
+  if (op == kFallocPunchHole && !keep_size) {
+    return ErrnoStatus(EOPNOTSUPP, "PUNCH_HOLE needs KEEP_SIZE");
+  }
+  if (length == 0) return ErrnoStatus(EINVAL, "fallocate length 0");
+  if (offset + length < offset) return ErrnoStatus(EINVAL, "offset + length overflows");
+  const uint64_t size = size_bytes();
+  if (offset >= size) return ErrnoStatus(EINVAL, "fallocate at or past the end of the disk");
+  if (offset + length > size) {
+    if (!keep_size) return ErrnoStatus(EINVAL, "fallocate past the end without KEEP_SIZE");
+    length = size - offset;
+  }
+  if (mode() == DataMode::kNull) return absl::OkStatus();
+  if (op == 0) return store_->Allocate(offset, length);
+  RDFS_RETURN_IF_ERROR(store_->Discard(offset, length));
+  stats_.discards.fetch_add(1, std::memory_order_relaxed);
+  stats_.discard_bytes.fetch_add(length, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status Disk::Discard(uint64_t offset, uint64_t length) {
+  if (readonly()) return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+  if (offset + length < offset) return ErrnoStatus(EINVAL, "offset + length overflows");
+  const uint64_t size = size_bytes();
+  if (offset + length > size) {
+    return ErrnoStatus(EINVAL, absl::StrCat("range ", offset, "+", length,
+                                            " is past the end of the disk (", size, ")"));
+  }
+  if (length == 0) return absl::OkStatus();
+  RDFS_RETURN_IF_ERROR(store_->Discard(offset, length));
+  stats_.discards.fetch_add(1, std::memory_order_relaxed);
+  stats_.discard_bytes.fetch_add(length, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status Disk::Flush(int other_opens) {
+  if (other_opens > 0) {
+    return ErrnoStatus(EBUSY, absl::StrCat("disk ", name_, " is open (", other_opens,
+                                           " other opener(s))"));
+  }
+  if (readonly()) return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+  RDFS_RETURN_IF_ERROR(store_->FreeAll());
+  stats_.flushes.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status Disk::Resize(uint64_t new_size, int other_opens) {
+  if (readonly()) return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+  if (new_size > kMaxDiskBytes) {
+    return ErrnoStatus(EFBIG, absl::StrCat("size ", new_size, " is above the limit ",
+                                           kMaxDiskBytes));
+  }
+  RDFS_ASSIGN_OR_RETURN(new_size, RoundUp(new_size, kLogicalBlockSize));
+  if (new_size < size_bytes() && other_opens > 0) {
+    return ErrnoStatus(EBUSY, absl::StrCat("cannot shrink disk ", name_, " while it is open (",
+                                           other_opens, " other opener(s))"));
+  }
+  RDFS_RETURN_IF_ERROR(store_->Resize(new_size));
+  Touch();
+  return absl::OkStatus();
+}
+
+absl::Status Disk::SetMode(DataMode mode) {
+  if (opens() > 0) {
+    return ErrnoStatus(EBUSY, absl::StrCat("disk ", name_, " is open; close it to change mode"));
+  }
+  requested_mode_.store(mode);
+  return absl::OkStatus();
+}
+
+absl::Status Disk::SetReadonly(bool readonly, int passthrough_write_opens) {
+  if (readonly && passthrough_write_opens > 0) {
+    return ErrnoStatus(EBUSY, absl::StrCat("disk ", name_,
+                                           " is open for writing in dax mode; close it first"));
+  }
+  readonly_.store(readonly);
+  return absl::OkStatus();
+}
+
+DiskAttributes Disk::attributes() const {
+  absl::MutexLock lock(&mu_);
+  return attributes_;
+}
+
+void Disk::SetPermissions(mode_t permissions) {
+  absl::MutexLock lock(&mu_);
+  attributes_.permissions = permissions & 07777;
+  attributes_.ctime = absl::Now();
+}
+
+void Disk::SetOwner(uid_t uid, gid_t gid) {
+  absl::MutexLock lock(&mu_);
+  if (uid != static_cast<uid_t>(-1)) attributes_.uid = uid;
+  if (gid != static_cast<gid_t>(-1)) attributes_.gid = gid;
+  attributes_.ctime = absl::Now();
+}
+
+void Disk::Touch() {
+  absl::Time now = absl::Now();
+  absl::MutexLock lock(&mu_);
+  attributes_.mtime = now;
+  attributes_.ctime = now;
+}
+
+void Disk::SetTimes(absl::Time mtime) {
+  absl::MutexLock lock(&mu_);
+  attributes_.mtime = mtime;
+  attributes_.ctime = absl::Now();
+}
+
+int Disk::backing_id() const {
+  absl::MutexLock lock(&mu_);
+  return backing_id_;
+}
+
+void Disk::set_backing_id(int id) {
+  absl::MutexLock lock(&mu_);
+  backing_id_ = id;
+}
+
+std::vector<std::pair<std::string, std::string>> Disk::StatsRows() const {
+  const uint64_t allocated = store_->allocated_bytes();
+  auto num = [](uint64_t v) { return std::to_string(v); };
+  return {
+      {"name", name_},
+      {"size", num(size_bytes())},
+      {"allocated_bytes", num(allocated)},
+      {"allocated_pages", num(allocated / kPageSize)},
+      {"mode", std::string(DataModeName(mode()))},
+      {"requested_mode", std::string(DataModeName(requested_mode()))},
+      {"readonly", readonly() ? "1" : "0"},
+      {"opens", num(opens())},
+      {"reads", num(stats_.reads.load())},
+      {"writes", num(stats_.writes.load())},
+      {"read_bytes", num(stats_.read_bytes.load())},
+      {"write_bytes", num(stats_.write_bytes.load())},
+      {"discards", num(stats_.discards.load())},
+      {"discard_bytes", num(stats_.discard_bytes.load())},
+      {"flushes", num(stats_.flushes.load())},
+      {"fallback", fallback_reason()},
+      {"passthrough", backing_id() > 0 ? "1" : "0"},
+  };
+}
+
+}  // namespace ramdiskfs

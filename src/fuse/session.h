@@ -1,0 +1,31 @@
+// Mounting, the request loop, and shutdown.
+//
+// The session reads and writes /dev/fuse through a custom io (libfuse 3.14's
+// fuse_session_custom_io) so that it can see the kernel's INIT request and
+// patch the INIT reply: libfuse 3.14 knows nothing of passthrough, so the
+// reply gets FUSE_INIT_EXT, FUSE_PASSTHROUGH and max_stack_depth=1 here, and
+// FUSE_DIRECT_IO_ALLOW_MMAP (FUSE-FACTS.md sections 0, 1.3 and the checklist).
+//
+// Shutdown: SIGINT/SIGTERM/SIGHUP are taken by a signal thread, which
+// unmounts (umount2, or fusermount3 -u when not root). While the mount is
+// busy — a loop device holds a disk — the unmount is refused by the kernel;
+// the daemon says so once, keeps serving and retries every second, so no
+// data is ever lost to a half-torn-down mount. `fusermount3 -u` from outside
+// ends the loop the same way. Either way the daemon exits 0.
+
+#ifndef RAMDISKFS_FUSE_SESSION_H_
+#define RAMDISKFS_FUSE_SESSION_H_
+
+#include "ramdiskfs/options.h"
+#include "src/fuse/filesystem.h"
+
+namespace ramdiskfs {
+
+// Mounts `fs` at config.mountpoint and serves until unmounted. Returns the
+// process exit status: 0 after a clean unmount, 1 if mounting failed, 2 if
+// dax was required and the kernel cannot do it.
+int RunSession(const Config& config, Filesystem& fs);
+
+}  // namespace ramdiskfs
+
+#endif  // RAMDISKFS_FUSE_SESSION_H_

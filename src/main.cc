@@ -1,0 +1,186 @@
+// The composition root: options -> memory pool -> disks -> FUSE session.
+
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "ramdiskfs/disk_table.h"
+#include "ramdiskfs/log.h"
+#include "ramdiskfs/memory_pool.h"
+#include "ramdiskfs/options.h"
+#include "ramdiskfs/size.h"
+#include "ramdiskfs/status.h"
+#include "src/fuse/filesystem.h"
+#include "src/fuse/session.h"
+
+namespace ramdiskfs {
+namespace {
+
+constexpr int kExitUsage = 2;
+
+bool HasCapSysAdmin() {
+  __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capget, &header, data) != 0) return false;
+  return data[CAP_SYS_ADMIN / 32].effective & (1u << (CAP_SYS_ADMIN % 32));
+}
+
+// Linux 6.9 brought FUSE passthrough.
+bool KernelHasPassthrough() {
+  struct utsname u;
+  if (uname(&u) != 0) return false;
+  int major = 0, minor = 0;
+  if (sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+  return major > 6 || (major == 6 && minor >= 9);
+}
+
+// Why dax cannot work here before even mounting, or "" if it may.
+std::string DaxPrecheck(const MemoryPool& pool) {
+  if (!KernelHasPassthrough()) return "the kernel is older than 6.9 (no FUSE passthrough)";
+  if (!HasCapSysAdmin()) return "FUSE passthrough needs CAP_SYS_ADMIN (run as root)";
+  if (pool.kind() != StoreKind::kTmpfs) {
+    return "the memfd store cannot enforce the memory cap on passthrough writes";
+  }
+  return "";
+}
+
+// Copies the data ranges of `path` (SEEK_DATA/SEEK_HOLE) into `disk`.
+absl::Status LoadImage(const std::string& path, Disk& disk) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open image '", path, "'"));
+  absl::Cleanup close_fd = [fd] { close(fd); };
+  struct stat st;
+  if (fstat(fd, &st) != 0) return ErrnoStatus(errno, "fstat image");
+  if (static_cast<uint64_t>(st.st_size) > disk.size_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("image '", path, "' (", st.st_size,
+                                                   " bytes) is larger than disk ", disk.name(),
+                                                   " (", disk.size_bytes(), " bytes)"));
+  }
+  std::vector<char> buf(1 << 20);
+  off_t pos = 0;
+  while (pos < st.st_size) {
+    off_t data = lseek(fd, pos, SEEK_DATA);
+    if (data < 0) break;  // ENXIO: only a hole remains
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) hole = st.st_size;
+    for (off_t off = data; off < hole;) {
+      size_t want = static_cast<size_t>(std::min<off_t>(hole - off, buf.size()));
+      ssize_t n = pread(fd, buf.data(), want, off);
+      if (n < 0) return ErrnoStatus(errno, "read image");
+      if (n == 0) break;
+      RDFS_ASSIGN_OR_RETURN(size_t written, disk.store().Write(off, buf.data(), n));
+      if (written != static_cast<size_t>(n)) return ErrnoStatus(ENOSPC, "image does not fit");
+      off += n;
+    }
+    pos = hole;
+  }
+  return absl::OkStatus();
+}
+
+int Main(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  absl::StatusOr<Config> parsed = ParseCommandLine(args);
+  if (!parsed.ok()) {
+    fprintf(stderr, "ramdiskfs: %s\n", std::string(parsed.status().message()).c_str());
+    fprintf(stderr, "Try 'ramdiskfs --help'.\n");
+    return kExitUsage;
+  }
+  Config config = *std::move(parsed);
+  if (config.show_help) {
+    fputs(UsageText("ramdiskfs").c_str(), stdout);
+    return 0;
+  }
+  if (config.show_version) {
+    printf("ramdiskfs %s\n", RAMDISKFS_VERSION);
+    return 0;
+  }
+  struct stat mst;
+  if (stat(config.mountpoint.c_str(), &mst) != 0 || !S_ISDIR(mst.st_mode)) {
+    fprintf(stderr, "ramdiskfs: mountpoint '%s': %s\n", config.mountpoint.c_str(),
+            errno ? strerror(errno) : "not a directory");
+    return kExitUsage;
+  }
+
+  const uint64_t max_memory = config.max_memory_bytes.value_or(MemoryPool::DefaultMaxBytes());
+  absl::StatusOr<std::unique_ptr<MemoryPool>> pool = MemoryPool::Create(config.store, max_memory);
+  if (!pool.ok()) {
+    const bool bad_argument = pool.status().code() == absl::StatusCode::kInvalidArgument;
+    fprintf(stderr, "ramdiskfs: %s%s\n", bad_argument ? "--max-memory: " : "--store: ",
+            std::string(pool.status().message()).c_str());
+    return bad_argument ? kExitUsage : 1;
+  }
+
+  // Is dax possible, and was it asked for by name?
+  const std::string dax_problem = DaxPrecheck(**pool);
+  bool dax_required = config.default_mode == DataMode::kDax;
+  for (const DiskSpec& spec : config.disks) dax_required |= spec.mode == DataMode::kDax;
+  if (dax_required && !dax_problem.empty()) {
+    fprintf(stderr, "ramdiskfs: --mode dax: %s\n", dax_problem.c_str());
+    return kExitUsage;
+  }
+  const DataMode default_mode = config.default_mode.value_or(DataMode::kDax);
+
+  DiskTable table(pool->get());
+  table.SetDaxFallback(dax_problem.empty() ? "not_connected" : "precheck");
+  for (const DiskSpec& spec : config.disks) {
+    uint64_t size = spec.size_bytes.value_or(0);
+    if (!spec.size_bytes && spec.image_path) {
+      struct stat ist;
+      if (stat(spec.image_path->c_str(), &ist) != 0) {
+        fprintf(stderr, "ramdiskfs: --disk %s: image '%s': %s\n", spec.name.c_str(),
+                spec.image_path->c_str(), strerror(errno));
+        return kExitUsage;
+      }
+      size = static_cast<uint64_t>(ist.st_size);
+    }
+    NewDisk new_disk;
+    new_disk.name = spec.name;
+    new_disk.size_bytes = size;
+    new_disk.mode = spec.mode.value_or(default_mode);
+    new_disk.readonly = false;  // set after the image is in
+    new_disk.attributes = {0600, getuid(), getgid(), absl::Now(), absl::Now()};
+    absl::StatusOr<std::shared_ptr<Disk>> disk = table.Create(new_disk);
+    if (!disk.ok()) {
+      fprintf(stderr, "ramdiskfs: --disk %s: %s\n", spec.name.c_str(),
+              std::string(disk.status().message()).c_str());
+      return StatusToErrno(disk.status()) == ENOSPC ? 1 : kExitUsage;
+    }
+    if (spec.image_path) {
+      absl::Status loaded = LoadImage(*spec.image_path, **disk);
+      if (!loaded.ok()) {
+        fprintf(stderr, "ramdiskfs: --disk %s: %s\n", spec.name.c_str(),
+                std::string(loaded.message()).c_str());
+        return StatusToErrno(loaded) == ENOSPC ? 1 : kExitUsage;
+      }
+    }
+    if (spec.readonly) (void)(*disk)->SetReadonly(true, 0);
+  }
+  if (!dax_problem.empty()) {
+    Log("dax mode unavailable: ", dax_problem, "; disks use direct mode");
+  }
+
+  FilesystemOptions fs_options;
+  fs_options.uid = getuid();
+  fs_options.gid = getgid();
+  fs_options.default_mode = default_mode;
+  fs_options.dax_required = dax_required;
+  Filesystem fs(&table, fs_options);
+  return RunSession(config, fs);
+}
+
+}  // namespace
+}  // namespace ramdiskfs
+
+int main(int argc, char** argv) { return ramdiskfs::Main(argc, argv); }
