@@ -1,0 +1,209 @@
+// Disk and DiskTable: the rules that hold whatever path a request comes by.
+
+#include "ramdiskfs/disk.h"
+
+#include <cerrno>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "ramdiskfs/disk_table.h"
+#include "ramdiskfs/size.h"
+#include "ramdiskfs/status.h"
+
+namespace ramdiskfs {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+class DiskTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    pool_ = *MemoryPool::Create(StoreKind::kMemfd, 64 * kMiB);
+    table_ = std::make_unique<DiskTable>(pool_.get());
+  }
+  std::shared_ptr<Disk> Make(std::string name, uint64_t size, DataMode mode = DataMode::kDirect) {
+    NewDisk spec;
+    spec.name = std::move(name);
+    spec.size_bytes = size;
+    spec.mode = mode;
+    auto disk = table_->Create(spec);
+    EXPECT_TRUE(disk.ok()) << disk.status();
+    return disk.ok() ? *disk : nullptr;
+  }
+  std::unique_ptr<MemoryPool> pool_;
+  std::unique_ptr<DiskTable> table_;
+};
+
+TEST_F(DiskTest, SizesRoundUpToTheLogicalBlock) {
+  auto disk = Make("ram0", 1000);
+  EXPECT_EQ(disk->size_bytes(), 1024u);
+  ASSERT_TRUE(disk->Resize(4097, 0).ok());
+  EXPECT_EQ(disk->size_bytes(), 4608u);
+}
+
+TEST_F(DiskTest, ReadOnlyRefusesEveryChange) {
+  auto disk = Make("ram0", kMiB);
+  ASSERT_TRUE(disk->Write(0, "abc", 3).ok());
+  ASSERT_TRUE(disk->SetReadonly(true, 0).ok());
+  EXPECT_EQ(StatusToErrno(disk->Write(0, "x", 1).status()), EROFS);
+  EXPECT_EQ(StatusToErrno(disk->Resize(2 * kMiB, 0)), EROFS);
+  EXPECT_EQ(StatusToErrno(disk->Fallocate(kFallocPunchHole | kFallocKeepSize, 0, 4096)), EROFS);
+  EXPECT_EQ(StatusToErrno(disk->Discard(0, 4096)), EROFS);
+  EXPECT_EQ(StatusToErrno(disk->Flush(0)), EROFS);
+  EXPECT_EQ(StatusToErrno(disk->Open(true)), EROFS);
+  EXPECT_TRUE(disk->Open(false).ok());
+  char buf[3];
+  ASSERT_TRUE(disk->Read(0, buf, 3).ok());
+  EXPECT_EQ(std::string(buf, 3), "abc");
+  disk->Release(false);
+}
+
+TEST_F(DiskTest, ReadOnlyIsRefusedWhileDaxWritersBypassTheDaemon) {
+  auto disk = Make("ram0", kMiB);
+  EXPECT_EQ(StatusToErrno(disk->SetReadonly(true, 1)), EBUSY);
+  EXPECT_FALSE(disk->readonly());
+  EXPECT_TRUE(disk->SetReadonly(false, 1).ok());  // making it writable is always fine
+}
+
+TEST_F(DiskTest, NullModeReadsZerosAndDropsWrites) {
+  auto disk = Make("null0", kMiB, DataMode::kNull);
+  auto n = disk->Write(100, "hello", 5);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 5u);
+  char buf[5] = {'x', 'x', 'x', 'x', 'x'};
+  ASSERT_TRUE(disk->Read(100, buf, 5).ok());
+  EXPECT_EQ(std::string(buf, 5), std::string(5, '\0'));
+  EXPECT_EQ(disk->store().allocated_bytes(), 0u);
+  EXPECT_EQ(StatusToErrno(disk->Write(kMiB, "x", 1).status()), ENOSPC);
+  EXPECT_EQ(disk->stats().writes.load(), 1u);
+  EXPECT_EQ(disk->stats().write_bytes.load(), 5u);
+}
+
+TEST_F(DiskTest, WritesCrossingTheEndAreCutAndPastTheEndRefused) {
+  auto disk = Make("ram0", 4096);
+  auto n = disk->Write(4090, "0123456789", 10);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 6u);
+  EXPECT_EQ(StatusToErrno(disk->Write(4096, "x", 1).status()), ENOSPC);
+  EXPECT_EQ(StatusToErrno(disk->Write(1ull << 62, "x", 1).status()), ENOSPC);
+}
+
+TEST_F(DiskTest, FallocateFollowsBlockDeviceRules) {
+  auto disk = Make("ram0", 64 * 1024);
+  ASSERT_TRUE(disk->Write(0, std::string(64 * 1024, 'x').data(), 64 * 1024).ok());
+  // PUNCH_HOLE needs KEEP_SIZE, as in the kernel.
+  EXPECT_EQ(StatusToErrno(disk->Fallocate(kFallocPunchHole, 0, 4096)), EOPNOTSUPP);
+  // ZERO_RANGE without KEEP_SIZE inside the disk: fine; past the end: EINVAL.
+  EXPECT_TRUE(disk->Fallocate(kFallocZeroRange, 4096, 8192).ok());
+  EXPECT_EQ(StatusToErrno(disk->Fallocate(kFallocZeroRange, 60 * 1024, 8192)), EINVAL);
+  // With KEEP_SIZE the range is cut at the end.
+  EXPECT_TRUE(disk->Fallocate(kFallocZeroRange | kFallocKeepSize, 60 * 1024, 8192).ok());
+  EXPECT_EQ(disk->store().allocated_bytes(), 64u * 1024 - 3 * 4096);
+  EXPECT_EQ(StatusToErrno(disk->Fallocate(0x20 /* INSERT_RANGE */, 0, 4096)), EOPNOTSUPP);
+  EXPECT_EQ(StatusToErrno(disk->Fallocate(kFallocKeepSize, 64 * 1024, 4096)), EINVAL);
+  EXPECT_EQ(StatusToErrno(disk->Fallocate(kFallocKeepSize, UINT64_MAX - 5, 4096)), EINVAL);
+  char buf[4];
+  ASSERT_TRUE(disk->Read(4096, buf, 4).ok());
+  EXPECT_EQ(std::string(buf, 4), std::string(4, '\0'));
+  EXPECT_EQ(disk->stats().discards.load(), 2u);
+}
+
+TEST_F(DiskTest, ShrinkAndFlushAndModeNeedTheDiskClosed) {
+  auto disk = Make("ram0", 2 * kMiB);
+  ASSERT_TRUE(disk->Open(true).ok());
+  EXPECT_TRUE(disk->Resize(4 * kMiB, 1).ok());  // growing while open is fine
+  EXPECT_EQ(StatusToErrno(disk->Resize(kMiB, 1)), EBUSY);
+  EXPECT_EQ(disk->size_bytes(), 4 * kMiB);
+  EXPECT_EQ(StatusToErrno(disk->Flush(1)), EBUSY);
+  EXPECT_EQ(StatusToErrno(disk->SetMode(DataMode::kCached)), EBUSY);
+  EXPECT_EQ(StatusToErrno(table_->Delete("ram0")), EBUSY);
+  disk->Release(true);
+  EXPECT_TRUE(disk->Resize(kMiB, 0).ok());
+  EXPECT_TRUE(disk->Flush(0).ok());
+  EXPECT_TRUE(disk->SetMode(DataMode::kCached).ok());
+  EXPECT_EQ(disk->mode(), DataMode::kCached);
+  EXPECT_TRUE(table_->Delete("ram0").ok());
+}
+
+TEST_F(DiskTest, DaxFallsBackToDirectAndSaysWhy) {
+  auto disk = Make("ram0", kMiB, DataMode::kDax);
+  table_->SetDaxFallback("kernel_without_passthrough");
+  EXPECT_EQ(disk->mode(), DataMode::kDirect);
+  EXPECT_EQ(disk->requested_mode(), DataMode::kDax);
+  EXPECT_EQ(disk->fallback_reason(), "kernel_without_passthrough");
+  auto later = Make("ram1", kMiB, DataMode::kDax);  // disks made later inherit it
+  EXPECT_EQ(later->mode(), DataMode::kDirect);
+  table_->SetDaxFallback("");
+  EXPECT_EQ(disk->mode(), DataMode::kDax);
+  EXPECT_EQ(disk->fallback_reason(), "none");
+}
+
+TEST_F(DiskTest, StatsRowsAreInTheDocumentedOrder) {
+  auto disk = Make("ram0", kMiB);
+  ASSERT_TRUE(disk->Write(0, "abc", 3).ok());
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : disk->StatsRows()) keys.push_back(k);
+  const std::vector<std::string> expected = {
+      "name",   "size",   "allocated_bytes", "allocated_pages", "mode",        "requested_mode",
+      "readonly", "opens", "reads",          "writes",          "read_bytes",  "write_bytes",
+      "discards", "discard_bytes", "flushes", "fallback",        "passthrough"};
+  EXPECT_EQ(keys, expected);
+  EXPECT_EQ(disk->StatsRows()[2].second, "4096");
+}
+
+TEST_F(DiskTest, TableRefusesDuplicatesBadNamesAndUnknownDeletes) {
+  Make("ram0", kMiB);
+  NewDisk dup;
+  dup.name = "ram0";
+  EXPECT_EQ(StatusToErrno(table_->Create(dup).status()), EEXIST);
+  for (const char* bad : {"", ".", "..", ".control", "a/b", "-x", "sp ace"}) {
+    NewDisk spec;
+    spec.name = bad;
+    EXPECT_EQ(StatusToErrno(table_->Create(spec).status()), EINVAL) << bad;
+  }
+  NewDisk longname;
+  longname.name = std::string(256, 'a');
+  EXPECT_EQ(StatusToErrno(table_->Create(longname).status()), ENAMETOOLONG);
+  NewDisk huge;
+  huge.name = "huge";
+  huge.size_bytes = kMaxDiskBytes + 1;
+  EXPECT_EQ(StatusToErrno(table_->Create(huge).status()), EFBIG);
+  EXPECT_EQ(StatusToErrno(table_->Delete("nope")), ENOENT);
+  EXPECT_EQ(table_->size(), 1u);
+}
+
+TEST_F(DiskTest, DeletedDiskStaysValidForItsHoldersAndIdsAreNotReused) {
+  auto disk = Make("ram0", kMiB);
+  const uint64_t id = disk->id();
+  ASSERT_TRUE(disk->Write(0, "keep", 4).ok());
+  ASSERT_TRUE(table_->Delete("ram0").ok());
+  EXPECT_EQ(table_->FindById(id), nullptr);
+  char buf[4];
+  ASSERT_TRUE(disk->Read(0, buf, 4).ok());  // a request still holding it
+  EXPECT_EQ(std::string(buf, 4), "keep");
+  auto again = Make("ram0", kMiB);
+  EXPECT_NE(again->id(), id);
+}
+
+TEST_F(DiskTest, ConcurrentCreateAndDeleteKeepTheTableConsistent) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        NewDisk spec;
+        spec.name = "d" + std::to_string(i % 5);
+        spec.size_bytes = 4096;
+        (void)table_->Create(spec);
+        (void)table_->Find(spec.name);
+        (void)table_->Delete("d" + std::to_string((i + t) % 5));
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const auto& disk : table_->List()) EXPECT_EQ(table_->Find(disk->name()), disk);
+}
+
+}  // namespace
+}  // namespace ramdiskfs
