@@ -426,6 +426,7 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want &= ~FUSE_CAP_IOCTL_DIR;
+  conn->max_write = kMaxRequestBytes;  // also caps reads: see kMaxRequestBytes
   conn->max_background = 64;
   conn->congestion_threshold = 48;
   conn->time_gran = 1;
@@ -663,13 +664,30 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     size_t n = std::min(size, c.size() - static_cast<size_t>(off));
     return (void)fuse_reply_buf(req, c.data() + off, n);
   }
+  Disk& disk = *of->disk;
+  const DataMode mode = disk.mode();
+  if (size >= kSpliceMinBytes && size <= kMaxRequestBytes && off % kPageSize == 0 &&
+      mode != DataMode::kNull) {
+    const uint64_t disk_size = disk.size_bytes();
+    const size_t n = static_cast<uint64_t>(off) >= disk_size
+                         ? 0
+                         : static_cast<size_t>(std::min<uint64_t>(size, disk_size - off));
+    if (n > 0) {
+      SpliceReply* splice = ThreadSpliceReply();
+      *splice = {disk.store().fd(), static_cast<uint64_t>(off), n};
+      disk.stats().reads.fetch_add(1, std::memory_order_relaxed);
+      disk.stats().read_bytes.fetch_add(n, std::memory_order_relaxed);
+      struct iovec iov = {splice, sizeof(*splice)};
+      return (void)fuse_reply_iov(req, &iov, 1);
+    }
+  }
   thread_local std::unique_ptr<char[]> buffer;
   thread_local size_t buffer_size = 0;
   if (buffer_size < size) {
     buffer.reset(new char[size]);
     buffer_size = size;
   }
-  absl::StatusOr<size_t> n = of->disk->Read(static_cast<uint64_t>(off), buffer.get(), size);
+  absl::StatusOr<size_t> n = disk.Read(static_cast<uint64_t>(off), buffer.get(), size);
   if (!n.ok()) return ReplyError(req, n.status());
   fuse_reply_buf(req, buffer.get(), *n);
 }
@@ -907,6 +925,11 @@ Filesystem::Filesystem(DiskTable* table, FilesystemOptions options)
 }
 
 const fuse_lowlevel_ops* Filesystem::Ops() { return &kOps; }
+
+SpliceReply* ThreadSpliceReply() {
+  thread_local SpliceReply reply;
+  return &reply;
+}
 
 bool Filesystem::AfterInit(int device_fd) {
   device_fd_ = device_fd;

@@ -39,6 +39,25 @@ struct FilesystemOptions {
   bool dax_required = false;  // dax was asked for explicitly: no fallback
 };
 
+// A read reply whose data the io layer takes straight from a disk's backing
+// file: OnRead hands it to fuse_reply_iov() as the only iovec, and the custom
+// io (session.cc) recognises it by address and splices the pages from the
+// backing file into /dev/fuse, so the data is copied once (into the
+// reader's pages) instead of twice (pread, then writev). One per thread.
+struct SpliceReply {
+  int fd = -1;
+  uint64_t offset = 0;
+  size_t length = 0;
+};
+SpliceReply* ThreadSpliceReply();
+
+// Splice needs every page of a reply in one pipe: the largest pipe an
+// unprivileged process may make is fs.pipe-max-size (1 MiB = 256 pages), and
+// the reply header takes one slot, so requests are capped at 255 pages.
+inline constexpr size_t kMaxRequestBytes = 255 * 4096;
+// Below this, pread + writev (2 syscalls) beats vmsplice + 2 splices.
+inline constexpr size_t kSpliceMinBytes = 64 * 1024;
+
 class Filesystem {
  public:
   Filesystem(DiskTable* table, FilesystemOptions options);

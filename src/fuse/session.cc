@@ -1,6 +1,7 @@
 #include "src/fuse/session.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <memory>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -50,7 +52,93 @@ ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
   return n;
 }
 
+// A pipe per thread for splicing read replies, as big as the system allows
+// an unprivileged process (fs.pipe-max-size; CAP_SYS_RESOURCE is not assumed).
+struct ThreadPipe {
+  int read_fd = -1;
+  int write_fd = -1;
+  size_t capacity = 0;
+  ~ThreadPipe() { Close(); }
+  void Close() {
+    if (read_fd >= 0) close(read_fd);
+    if (write_fd >= 0) close(write_fd);
+    read_fd = write_fd = -1;
+  }
+  bool Open() {
+    if (read_fd >= 0) return true;
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return false;
+    read_fd = fds[0];
+    write_fd = fds[1];
+    int got = fcntl(write_fd, F_SETPIPE_SZ, static_cast<int>(kMaxRequestBytes + 4096));
+    capacity = got > 0 ? static_cast<size_t>(got) : 65536;
+    return true;
+  }
+};
+
+// Sends a read reply whose data comes from a backing file: header by
+// vmsplice, pages by splice (no copy), then one splice into /dev/fuse (the
+// only copy, into the reader's pages). Returns false, with nothing sent, if
+// the pages do not fit the pipe or a splice fails; the caller then copies.
+bool SpliceRead(int fd, abi::OutHeader header, const SpliceReply& reply) {
+  thread_local ThreadPipe pipe;
+  const size_t total = sizeof(header) + reply.length;
+  // Each page is one pipe slot, and so is the header.
+  if (!pipe.Open() || reply.offset % 4096 != 0 ||
+      (reply.length + 4095) / 4096 + 1 > pipe.capacity / 4096) {
+    return false;
+  }
+  header.len = static_cast<uint32_t>(total);
+  struct iovec hiov = {&header, sizeof(header)};
+  bool ok = vmsplice(pipe.write_fd, &hiov, 1, 0) == static_cast<ssize_t>(sizeof(header));
+  loff_t off = static_cast<loff_t>(reply.offset);
+  size_t moved = 0;
+  while (ok && moved < reply.length) {
+    ssize_t n = splice(reply.fd, &off, pipe.write_fd, nullptr, reply.length - moved,
+                       SPLICE_F_NONBLOCK);
+    if (n <= 0) ok = false;
+    else moved += static_cast<size_t>(n);
+  }
+  if (ok) ok = splice(pipe.read_fd, nullptr, fd, nullptr, total, 0) == static_cast<ssize_t>(total);
+  if (!ok) pipe.Close();  // whatever is left in it is garbage now
+  return ok;
+}
+
+// The fallback of SpliceRead: pread into a per-thread buffer, then writev.
+ssize_t CopyRead(int fd, abi::OutHeader header, const SpliceReply& reply) {
+  thread_local std::unique_ptr<char[]> buffer;
+  thread_local size_t buffer_size = 0;
+  if (buffer_size < reply.length) {
+    buffer.reset(new char[reply.length]);
+    buffer_size = reply.length;
+  }
+  size_t done = 0;
+  while (done < reply.length) {
+    ssize_t n = pread(reply.fd, buffer.get() + done, reply.length - done,
+                      static_cast<off_t>(reply.offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  if (done < reply.length) {  // cannot happen: the backing file spans the disk
+    header.len = sizeof(header);
+    header.error = -EIO;
+    return write(fd, &header, sizeof(header));
+  }
+  header.len = static_cast<uint32_t>(sizeof(header) + reply.length);
+  struct iovec iov[2] = {{&header, sizeof(header)}, {buffer.get(), reply.length}};
+  return writev(fd, iov, 2);
+}
+
 ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
+  if (count == 2 && iov[1].iov_base == ThreadSpliceReply() &&
+      iov[0].iov_len == sizeof(abi::OutHeader)) {
+    abi::OutHeader header;
+    std::memcpy(&header, iov[0].iov_base, sizeof(header));
+    const SpliceReply& reply = *ThreadSpliceReply();
+    if (SpliceRead(fd, header, reply)) return static_cast<ssize_t>(sizeof(header) + reply.length);
+    return CopyRead(fd, header, reply);
+  }
   const uint64_t init_unique = io_state.init_unique.load();
   if (init_unique == 0 || io_state.init_done.load(std::memory_order_relaxed) || count < 1 ||
       iov[0].iov_len < sizeof(abi::OutHeader)) {
@@ -87,7 +175,9 @@ ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
   int err = errno;
   io_state.init_done = true;
   // The kernel processed the reply inside write(): passthrough is decided.
-  if (n >= 0 && !io_state.fs->AfterInit(fd)) fuse_session_exit(io_state.fs->session());
+  if (n >= 0 && header.error == 0 && !io_state.fs->AfterInit(fd)) {
+    fuse_session_exit(io_state.fs->session());
+  }
   errno = err;
   return n;
 }
