@@ -7,6 +7,9 @@
 // spaces/tabs; leading/trailing spaces are tolerated. Empty input, a second
 // line, NUL bytes, or more than kMaxControlWrite bytes are InvalidArgument.
 // Numbers are plain decimal or ParseSize() sizes: no sign, no fraction.
+// Error messages are one line and start with the file's name ("new: bad size
+// '12Q': ..."); every error is InvalidArgument except a name over 255 bytes
+// (ENAMETOOLONG, from ValidateDiskName).
 
 #ifndef RAMDISKFS_CONTROL_H_
 #define RAMDISKFS_CONTROL_H_
@@ -26,8 +29,9 @@ namespace ramdiskfs {
 inline constexpr size_t kMaxControlWrite = 4096;
 
 // `new`: "NAME SIZE [mode=MODE] [readonly=0|1]". SIZE rounds up to 512 bytes
-// (ParseDiskSize). image= is refused here on purpose: no control operation
-// makes the daemon open a path (SPEC 7). Unknown or repeated keys are errors.
+// (ParseDiskSize); 0 is allowed, as for `size` and ftruncate. image= is
+// refused here on purpose: no control operation makes the daemon open a path
+// (SPEC 7). Unknown or repeated keys are errors.
 struct NewDiskRequest {
   std::string name;
   uint64_t size_bytes = 0;
@@ -61,8 +65,10 @@ absl::Status ParseFlushCommand(std::string_view text);
 
 // Renders "key value\n" lines in the given order.
 std::string RenderKeyValues(const std::vector<std::pair<std::string, std::string>>& rows);
-// Parses what RenderKeyValues made (for ramdiskctl and tests). Errors:
-// InvalidArgument on a line without a space or with an empty key.
+// Parses what RenderKeyValues made (for ramdiskctl and tests): each line is
+// split at its first space, so values may hold spaces; the last line's "\n"
+// may be missing; "" is no rows. Errors: InvalidArgument on a line without a
+// space (an empty line included) or with an empty key.
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseKeyValues(
     std::string_view text);
 

@@ -31,6 +31,10 @@
 
 namespace ramdiskfs {
 
+// Names a disk cannot have: the global control files, which share
+// MOUNT/.control/ with the disks' control directories.
+inline constexpr std::string_view kReservedNames[] = {"new", "delete", "max_memory", "stats"};
+
 struct NewDisk {
   std::string name;
   uint64_t size_bytes = 0;  // rounded up to 512 here
@@ -49,7 +53,8 @@ class DiskTable {
   MemoryPool& pool() { return *pool_; }
 
   // Creates an empty disk. Errors: ValidateDiskName's (EINVAL,
-  // ENAMETOOLONG); EEXIST if the name is taken; ENOSPC past kMaxDisks; EFBIG
+  // ENAMETOOLONG); EEXIST if the name is taken, by a disk or by a global
+  // control file (kReservedNames: disks share .control/ with them); ENOSPC past kMaxDisks; EFBIG
   // above kMaxDiskBytes; the store's errors.
   absl::StatusOr<std::shared_ptr<Disk>> Create(NewDisk spec);
 

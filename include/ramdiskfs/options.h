@@ -18,7 +18,15 @@
 //
 // Both `--opt VALUE` and `--opt=VALUE` work. Anything in -o that ramdiskfs
 // does not own is passed to libfuse in Config::fuse_options (allow_other,
-// default_permissions, fsname=..., and mount(8)'s rw/dev/suid/... flags).
+// default_permissions, fsname=..., and mount(8)'s rw/dev/suid/... flags);
+// allow_other also sets Config::allow_other.
+//
+// Disks: the --disk (and -o disk=) entries first, in the order given, then
+// the --disks set ram0..ramN-1 of --size (default kDefaultDiskSize). With
+// neither --disk nor --disks: kDefaultDiskCount disks ram0.. of --size or
+// kDefaultDiskSize. A repeated scalar option (--size, --disks, --mode,
+// --max-memory, ...) takes its last value. -o values cannot contain ',', and
+// a --disk image path cannot contain ':'.
 
 #ifndef RAMDISKFS_OPTIONS_H_
 #define RAMDISKFS_OPTIONS_H_
@@ -85,11 +93,13 @@ inline constexpr uint64_t kDefaultDiskSize = 1ULL << 30;
 
 // Parses argv (argv[0] is the program name). Pure: touches no files (an
 // image= path is not opened here). With --help/--version it returns a Config
-// with show_help/show_version set and need not have a mountpoint.
+// with show_help/show_version set and need not have a mountpoint (nor are
+// disks made); the other options are still checked.
 // Errors: InvalidArgument whose message is one line naming the bad argument,
 // e.g. "--disk 'ram0:12Q': bad size '12Q': unknown suffix 'Q'". Duplicate
-// names, --disks without --size defaulting, counts over kMaxDisks, missing or
-// extra positional arguments are errors too. Thread-safe.
+// names, a size of 0, more than kMaxDisks disks in all, --size given with
+// --disk but without --disks (it would size nothing), missing or extra
+// positional arguments are errors too. Thread-safe.
 absl::StatusOr<Config> ParseCommandLine(const std::vector<std::string>& argv);
 
 // The text printed by --help.

@@ -34,7 +34,11 @@ absl::StatusOr<uint64_t> ParseDiskSize(std::string_view text);
 absl::StatusOr<uint64_t> RoundUp(uint64_t bytes, uint64_t unit);
 
 // Human form for tables: "0", "512", "4K", "1.5G", "2T" (powers of 1024, at
-// most one decimal, trailing ".0" dropped). Never fails.
+// most one decimal, trailing ".0" dropped). Below 1024 the plain number; else
+// the largest unit up to P. The decimal is truncated, never rounded up, so a
+// table never shows more than is there: 2047M is "1.9G", 1025 is "1K", and
+// 2^64-1 is "16383.9P". A form without a decimal parses back with ParseSize.
+// Never fails.
 std::string FormatSize(uint64_t bytes);
 
 }  // namespace ramdiskfs

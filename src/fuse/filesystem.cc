@@ -329,6 +329,22 @@ int OtherOpens(const Disk& disk, const fuse_file_info* fi) {
   return opens;
 }
 
+// close() returns before the kernel's RELEASE for the file has been served
+// (FUSE sends it in the background), so a control operation that needs the
+// disk closed, issued right after close(), could see the open still counted.
+// Before answering EBUSY, give RELEASEs already on their way a moment to be
+// served by the other worker threads. Returns the opens left.
+int SettleOpens(const Disk& disk, int allowed, const fuse_file_info* fi = nullptr) {
+  constexpr absl::Duration kPatience = absl::Milliseconds(250);
+  const absl::Time deadline = absl::Now() + kPatience;
+  int others = OtherOpens(disk, fi);
+  while (others > allowed && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+    others = OtherOpens(disk, fi);
+  }
+  return others;
+}
+
 int PassthroughWriteOpens(const Disk& disk) {
   // Only dax opens bypass the daemon for writes; direct-mode passthrough
   // opens send write() to the daemon (FOPEN_DIRECT_IO wins over passthrough).
@@ -354,6 +370,7 @@ absl::Status ApplyControlWrite(Filesystem& fs, const Node& node, std::string_vie
     case Kind::kGlobalDelete: {
       RDFS_ASSIGN_OR_RETURN(std::string name, ParseDeleteCommand(text));
       std::shared_ptr<Disk> disk = table.Find(name);
+      if (disk) SettleOpens(*disk, 0);
       RDFS_RETURN_IF_ERROR(table.Delete(name));
       if (disk) fs.ReleaseBackingId(*disk);
       fuse_lowlevel_notify_inval_entry(fs.session(), kRootIno, name.data(), name.size());
@@ -369,14 +386,16 @@ absl::Status ApplyControlWrite(Filesystem& fs, const Node& node, std::string_vie
     }
     case Kind::kDiskSize: {
       RDFS_ASSIGN_OR_RETURN(uint64_t bytes, ParseDiskSizeValue(text));
-      RDFS_RETURN_IF_ERROR(node.disk->Resize(bytes, node.disk->opens()));
+      const int others = bytes < node.disk->size_bytes() ? SettleOpens(*node.disk, 0)
+                                                         : node.disk->opens();
+      RDFS_RETURN_IF_ERROR(node.disk->Resize(bytes, others));
       fs.InvalidateDisk(*node.disk, false);
       Log("disk ", node.disk->name(), " resized to ", node.disk->size_bytes());
       return absl::OkStatus();
     }
     case Kind::kDiskFlush: {
       RDFS_RETURN_IF_ERROR(ParseFlushCommand(text));
-      RDFS_RETURN_IF_ERROR(node.disk->Flush(node.disk->opens()));
+      RDFS_RETURN_IF_ERROR(node.disk->Flush(SettleOpens(*node.disk, 0)));
       fs.InvalidateDisk(*node.disk, true);
       return absl::OkStatus();
     }
@@ -400,6 +419,7 @@ absl::Status ApplyControlWrite(Filesystem& fs, const Node& node, std::string_vie
         return ErrnoStatus(EOPNOTSUPP, absl::StrCat("dax is unavailable here (",
                                                     fs.table().dax_fallback(), ")"));
       }
+      SettleOpens(*node.disk, 0);
       RDFS_RETURN_IF_ERROR(node.disk->SetMode(mode));
       // Pages a cached-mode open left in the kernel must not outlive the mode.
       fs.InvalidateDisk(*node.disk, true);
@@ -504,7 +524,10 @@ void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
   }
   Disk& disk = *node.disk;
   if (to_set & FUSE_SET_ATTR_SIZE) {
-    absl::Status status = disk.Resize(static_cast<uint64_t>(attr->st_size), OtherOpens(disk, fi));
+    const uint64_t new_size = static_cast<uint64_t>(attr->st_size);
+    const int others =
+        new_size < disk.size_bytes() ? SettleOpens(disk, 0, fi) : OtherOpens(disk, fi);
+    absl::Status status = disk.Resize(new_size, others);
     if (!status.ok()) return ReplyControlError(req, absl::StrCat("truncate ", disk.name()), status);
   }
   if (to_set & FUSE_SET_ATTR_MODE) disk.SetPermissions(attr->st_mode);
@@ -562,6 +585,7 @@ void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Filesystem& fs = *FsOf(req);
   if (parent != kRootIno) return (void)fuse_reply_err(req, EPERM);
   std::shared_ptr<Disk> disk = fs.table().Find(name);
+  if (disk) SettleOpens(*disk, 0);
   absl::Status status = fs.table().Delete(name);
   if (!status.ok()) return ReplyControlError(req, absl::StrCat("rm ", name), status);
   if (disk) fs.ReleaseBackingId(*disk);
@@ -839,7 +863,15 @@ void OnIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* arg, fuse_f
       return (void)fuse_reply_ioctl(req, 0, &block, std::min(out_bufsz, sizeof(block)));
     }
     case abi::kBlkFlsBuf: {
-      absl::Status status = disk.Flush(OtherOpens(disk, fi));
+      // The kernel's BLKFLSBUF needs CAP_SYS_ADMIN; here: root or the user
+      // who mounted (the owner of the control tree). Read access to a disk
+      // must not let anyone else destroy its data.
+      const fuse_ctx* ctx = fuse_req_ctx(req);
+      if (ctx->uid != 0 && ctx->uid != fs.options().uid) {
+        return ReplyControlError(req, absl::StrCat("BLKFLSBUF ", disk.name()),
+                                 ErrnoStatus(EACCES, "only root or the mounting user may flush"));
+      }
+      absl::Status status = disk.Flush(SettleOpens(disk, 0, fi));
       if (!status.ok()) return ReplyControlError(req, absl::StrCat("BLKFLSBUF ", disk.name()), status);
       fs.InvalidateDisk(disk, true);
       return (void)fuse_reply_ioctl(req, 0, nullptr, 0);

@@ -1,0 +1,560 @@
+// Command-line parsing (see options.h). A pure function from argv to Config:
+// it opens nothing and prints nothing, so every rule is unit-tested and
+// fuzzed. main.cc prints the error and exits 2.
+//
+// Rules beyond the header:
+// - Options may come before, between or after the positional arguments;
+//   "--" ends the options. Short flags may be grouped ("-fs", "-fo allow_other").
+// - A repeated scalar option (--size, --disks, --mode, ...) takes its last
+//   value; --disk adds one disk each time.
+// - Disks: the --disk/-o disk= entries first, in the order given, then the
+//   --disks set ram0..ramN-1. Without --disk and --disks, the default set
+//   (kDefaultDiskCount disks). --size sizes the --disks or default set; given
+//   with --disk but without --disks it would size nothing, so it is an error.
+// - Long option names and -o keys accept '-' and '_' alike (--max-memory,
+//   -o max_memory=).
+// - -o values cannot contain ',' (it separates options), nor can a --disk
+//   image path contain ':' (it separates fields).
+
+#include "ramdiskfs/options.h"
+
+#include <cerrno>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "ramdiskfs/size.h"
+#include "ramdiskfs/status.h"
+
+namespace ramdiskfs {
+namespace {
+
+constexpr size_t kMaxNameBytes = 255;
+constexpr int kMaxThreads = 64;
+
+// Debian's abseil is built with ABSL_OPTION_USE_STD_STRING_VIEW=0, so
+// absl::string_view is its own type and std::string_view must be converted.
+absl::string_view AsAbsl(std::string_view text) { return {text.data(), text.size()}; }
+
+// `text` split at every `separator` (n separators give n+1 pieces).
+std::vector<std::string_view> Split(std::string_view text, char separator) {
+  std::vector<std::string_view> pieces;
+  for (size_t start = 0;;) {
+    const size_t end = text.find(separator, start);
+    if (end == std::string_view::npos) {
+      pieces.push_back(text.substr(start));
+      return pieces;
+    }
+    pieces.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+}
+
+// 'text' quoted for a one-line message (see size.cc).
+std::string Quote(std::string_view text) {
+  constexpr size_t kMaxQuoted = 200;
+  if (text.size() > kMaxQuoted) {
+    return absl::StrCat("'", absl::CHexEscape(AsAbsl(text.substr(0, kMaxQuoted))), "'...");
+  }
+  return absl::StrCat("'", absl::CHexEscape(AsAbsl(text)), "'");
+}
+
+absl::Status Invalid(absl::string_view message) { return absl::InvalidArgumentError(message); }
+
+// `status` with "where: " in front of its message, always InvalidArgument
+// (the command line's single error code).
+absl::Status Prefixed(std::string_view where, const absl::Status& status) {
+  return Invalid(absl::StrCat(AsAbsl(where), ": ", status.message()));
+}
+
+bool IsNameChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '+' ||
+         c == '@' || c == '-';
+}
+
+// A decimal count in [min, max], digits only. `what` names it in messages.
+absl::StatusOr<int> ParseCount(std::string_view text, int min, int max, std::string_view what) {
+  int64_t value = 0;
+  bool ok = !text.empty();
+  for (char c : text) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) {
+      ok = false;
+      break;
+    }
+    value = value * 10 + (c - '0');
+    if (value > max) break;  // no overflow; the range check below reports it
+  }
+  if (!ok) return Invalid(absl::StrCat("bad ", AsAbsl(what), " ", Quote(text)));
+  if (value < min || value > max) {
+    return Invalid(
+        absl::StrCat("bad ", AsAbsl(what), " ", Quote(text), ": must be ", min, "..", max));
+  }
+  return static_cast<int>(value);
+}
+
+absl::StatusOr<StoreKind> ParseStoreKind(std::string_view text) {
+  for (StoreKind kind : {StoreKind::kAuto, StoreKind::kTmpfs, StoreKind::kMemfd}) {
+    if (text == StoreKindName(kind)) return kind;
+  }
+  return Invalid(absl::StrCat("bad store ", Quote(text), ": expected auto, tmpfs or memfd"));
+}
+
+// A size for a disk: ParseDiskSize, and not 0.
+absl::StatusOr<uint64_t> ParseNonZeroDiskSize(std::string_view text) {
+  absl::StatusOr<uint64_t> bytes = ParseDiskSize(text);
+  if (!bytes.ok()) return bytes.status();
+  if (*bytes == 0) return Invalid(absl::StrCat("bad size ", Quote(text), ": must be more than 0"));
+  return bytes;
+}
+
+// --max-memory: rounded up to a page, at least one page.
+absl::StatusOr<uint64_t> ParseMaxMemory(std::string_view text) {
+  absl::StatusOr<uint64_t> bytes = ParseSize(text);
+  if (!bytes.ok()) return bytes.status();
+  absl::StatusOr<uint64_t> rounded = RoundUp(*bytes, kPageSize);
+  if (!rounded.ok()) {
+    return Invalid(
+        absl::StrCat("bad size ", Quote(text), ": too large to round up to ", kPageSize, " bytes"));
+  }
+  if (*rounded < kPageSize) {
+    return Invalid(absl::StrCat("bad size ", Quote(text), ": must be at least ", kPageSize));
+  }
+  return rounded;
+}
+
+// NAME:SIZE[:key=value...]
+absl::StatusOr<DiskSpec> ParseDiskArgument(std::string_view text) {
+  const std::vector<std::string_view> fields = Split(text, ':');
+  DiskSpec disk;
+  if (absl::Status status = ValidateDiskName(fields[0]); !status.ok()) {
+    return Invalid(status.message());
+  }
+  disk.name = std::string(fields[0]);
+  if (fields.size() < 2) return Invalid("expected NAME:SIZE[:key=value...]");
+  const std::string_view size_text = fields[1];
+  if (!size_text.empty()) {
+    absl::StatusOr<uint64_t> bytes = ParseNonZeroDiskSize(size_text);
+    if (!bytes.ok()) return bytes.status();
+    disk.size_bytes = *bytes;
+  }
+  bool seen_mode = false, seen_image = false, seen_readonly = false;
+  for (size_t i = 2; i < fields.size(); ++i) {
+    const std::string_view field = fields[i];
+    const size_t eq = field.find('=');
+    if (eq == std::string_view::npos) {
+      return Invalid(absl::StrCat("bad field ", Quote(field), ": expected key=value"));
+    }
+    const std::string_view key = field.substr(0, eq);
+    const std::string_view value = field.substr(eq + 1);
+    bool* seen = nullptr;
+    if (key == "mode") {
+      seen = &seen_mode;
+    } else if (key == "image") {
+      seen = &seen_image;
+    } else if (key == "readonly") {
+      seen = &seen_readonly;
+    } else {
+      return Invalid(
+          absl::StrCat("unknown key ", Quote(key), " (expected mode, image or readonly)"));
+    }
+    if (*seen) return Invalid(absl::StrCat("repeated key ", Quote(key)));
+    *seen = true;
+    if (key == "mode") {
+      absl::StatusOr<DataMode> mode = ParseDataMode(value);
+      if (!mode.ok()) return mode.status();
+      disk.mode = *mode;
+    } else if (key == "image") {
+      if (value.empty()) return Invalid("image= needs a path");
+      disk.image_path = std::string(value);
+    } else if (value == "0" || value == "1") {
+      disk.readonly = value == "1";
+    } else {
+      return Invalid(absl::StrCat("bad readonly ", Quote(value), ": expected 0 or 1"));
+    }
+  }
+  if (!disk.size_bytes.has_value() && !disk.image_path.has_value()) {
+    return Invalid("missing SIZE (it may be left empty only with image=)");
+  }
+  return disk;
+}
+
+// The options ramdiskfs owns, by their -o key.
+enum class Key { kDisk, kDisks, kSize, kMaxMemory, kMode, kStore, kThreads };
+
+std::optional<Key> FindKey(std::string_view name) {
+  std::string normalized(name);
+  for (char& c : normalized) {
+    if (c == '-') c = '_';
+  }
+  if (normalized == "disk") return Key::kDisk;
+  if (normalized == "disks") return Key::kDisks;
+  if (normalized == "size") return Key::kSize;
+  if (normalized == "max_memory") return Key::kMaxMemory;
+  if (normalized == "mode") return Key::kMode;
+  if (normalized == "store") return Key::kStore;
+  if (normalized == "threads") return Key::kThreads;
+  return std::nullopt;
+}
+
+class CommandLineParser {
+ public:
+  absl::StatusOr<Config> Parse(const std::vector<std::string>& argv);
+
+ private:
+  // Applies an owned option; `where` names the argument in error messages.
+  absl::Status Apply(Key key, std::string_view value, std::string where);
+  absl::Status ApplyFuseOptions(std::string_view list);
+  absl::Status ParseLong(const std::vector<std::string>& argv, size_t& i);
+  absl::Status ParseShort(const std::vector<std::string>& argv, size_t& i);
+  absl::Status AddDisk(DiskSpec disk, const std::string& where);
+  absl::Status BuildDisks();
+
+  Config config_;
+  std::vector<std::string> positional_;
+  std::vector<std::string> disk_origins_;  // parallel to config_.disks, for messages
+  std::unordered_set<std::string> disk_names_;
+  std::optional<int> disk_count_;
+  std::string disk_count_where_;
+  std::optional<uint64_t> disk_size_;
+  std::string disk_size_where_;
+};
+
+absl::Status CommandLineParser::Apply(Key key, std::string_view value, std::string where) {
+  auto fail = [&](const absl::Status& status) { return Prefixed(where, status); };
+  switch (key) {
+    case Key::kDisk: {
+      absl::StatusOr<DiskSpec> disk = ParseDiskArgument(value);
+      if (!disk.ok()) return fail(disk.status());
+      return AddDisk(*std::move(disk), where);
+    }
+    case Key::kDisks: {
+      absl::StatusOr<int> count = ParseCount(value, 1, kMaxDisks, "count");
+      if (!count.ok()) return fail(count.status());
+      disk_count_ = *count;
+      disk_count_where_ = std::move(where);
+      return absl::OkStatus();
+    }
+    case Key::kSize: {
+      absl::StatusOr<uint64_t> bytes = ParseNonZeroDiskSize(value);
+      if (!bytes.ok()) return fail(bytes.status());
+      disk_size_ = *bytes;
+      disk_size_where_ = std::move(where);
+      return absl::OkStatus();
+    }
+    case Key::kMaxMemory: {
+      absl::StatusOr<uint64_t> bytes = ParseMaxMemory(value);
+      if (!bytes.ok()) return fail(bytes.status());
+      config_.max_memory_bytes = *bytes;
+      return absl::OkStatus();
+    }
+    case Key::kMode: {
+      absl::StatusOr<DataMode> mode = ParseDataMode(value);
+      if (!mode.ok()) return fail(mode.status());
+      config_.default_mode = *mode;
+      return absl::OkStatus();
+    }
+    case Key::kStore: {
+      absl::StatusOr<StoreKind> store = ParseStoreKind(value);
+      if (!store.ok()) return fail(store.status());
+      config_.store = *store;
+      return absl::OkStatus();
+    }
+    case Key::kThreads: {
+      absl::StatusOr<int> threads = ParseCount(value, 1, kMaxThreads, "thread count");
+      if (!threads.ok()) return fail(threads.status());
+      config_.max_threads = *threads;
+      return absl::OkStatus();
+    }
+  }
+  return Invalid(absl::StrCat(where, ": internal error: unhandled option"));
+}
+
+absl::Status CommandLineParser::AddDisk(DiskSpec disk, const std::string& where) {
+  if (config_.disks.size() >= static_cast<size_t>(kMaxDisks)) {
+    return Invalid(absl::StrCat(where, ": too many disks (at most ", kMaxDisks, ")"));
+  }
+  if (!disk_names_.insert(disk.name).second) {
+    return Invalid(absl::StrCat(where, ": duplicate disk name ", Quote(disk.name)));
+  }
+  config_.disks.push_back(std::move(disk));
+  disk_origins_.push_back(where);
+  return absl::OkStatus();
+}
+
+absl::Status CommandLineParser::ApplyFuseOptions(std::string_view list) {
+  for (std::string_view item : Split(list, ',')) {
+    if (item.empty()) continue;  // "a,,b" and a trailing ',' are harmless
+    const size_t eq = item.find('=');
+    const std::string_view name = item.substr(0, eq);
+    if (std::optional<Key> key = FindKey(name)) {
+      const std::string where = absl::StrCat("-o ", Quote(item));
+      if (eq == std::string_view::npos) return Invalid(absl::StrCat(where, ": needs a value"));
+      RDFS_RETURN_IF_ERROR(Apply(*key, item.substr(eq + 1), where));
+      continue;
+    }
+    if (item == "allow_other") config_.allow_other = true;
+    config_.fuse_options.emplace_back(item);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CommandLineParser::ParseLong(const std::vector<std::string>& argv, size_t& i) {
+  const std::string_view arg = argv[i];
+  const size_t eq = arg.find('=');
+  const std::string_view name = arg.substr(0, eq);  // with the dashes
+  std::optional<std::string_view> value;
+  if (eq != std::string_view::npos) value = arg.substr(eq + 1);
+
+  if (name == "--help" || name == "--version") {
+    if (value) return Invalid(absl::StrCat(AsAbsl(name), ": takes no value"));
+    (name == "--help" ? config_.show_help : config_.show_version) = true;
+    return absl::OkStatus();
+  }
+  const std::optional<Key> key = FindKey(name.substr(2));
+  if (!key) return Invalid(absl::StrCat("unknown option ", Quote(name), " (see --help)"));
+  if (!value) {
+    if (i + 1 >= argv.size()) return Invalid(absl::StrCat(AsAbsl(name), ": needs a value"));
+    value = argv[++i];
+  }
+  return Apply(*key, *value, absl::StrCat(AsAbsl(name), " ", Quote(*value)));
+}
+
+absl::Status CommandLineParser::ParseShort(const std::vector<std::string>& argv, size_t& i) {
+  const std::string_view arg = argv[i];
+  for (size_t j = 1; j < arg.size(); ++j) {
+    switch (arg[j]) {
+      case 'f':
+        config_.foreground = true;
+        break;
+      case 'd':
+        config_.debug = true;
+        config_.foreground = true;
+        break;
+      case 's':
+        config_.single_threaded = true;
+        break;
+      case 'h':
+        config_.show_help = true;
+        break;
+      case 'V':
+        config_.show_version = true;
+        break;
+      case 'o':
+        if (j + 1 < arg.size()) return ApplyFuseOptions(arg.substr(j + 1));
+        if (i + 1 >= argv.size()) return Invalid("-o: needs a value");
+        return ApplyFuseOptions(argv[++i]);
+      default:
+        return Invalid(
+            absl::StrCat("unknown option ", Quote(std::string{'-', arg[j]}), " (see --help)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CommandLineParser::BuildDisks() {
+  std::optional<int> count = disk_count_;
+  std::string where = disk_count_where_;
+  if (!count && config_.disks.empty()) {
+    count = kDefaultDiskCount;
+    where = "default disks";
+  }
+  if (!count) {
+    if (disk_size_) {
+      return Invalid(absl::StrCat(disk_size_where_,
+                                  ": sizes only the --disks or default disks; give --disks N "
+                                  "too, or put the size in --disk NAME:SIZE"));
+    }
+    return absl::OkStatus();
+  }
+  const uint64_t size = disk_size_.value_or(kDefaultDiskSize);
+  for (int n = 0; n < *count; ++n) {
+    DiskSpec disk;
+    disk.name = absl::StrCat("ram", n);
+    disk.size_bytes = size;
+    if (disk_names_.contains(disk.name)) {
+      return Invalid(absl::StrCat(where, ": duplicate disk name ", Quote(disk.name),
+                                  " (also given by --disk)"));
+    }
+    RDFS_RETURN_IF_ERROR(AddDisk(std::move(disk), where));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Config> CommandLineParser::Parse(const std::vector<std::string>& argv) {
+  bool options_ended = false;
+  for (size_t i = 1; i < argv.size(); ++i) {
+    const std::string& arg = argv[i];
+    if (options_ended || arg.size() < 2 || arg[0] != '-') {
+      positional_.push_back(arg);
+    } else if (arg == "--") {
+      options_ended = true;
+    } else if (arg[1] == '-') {
+      RDFS_RETURN_IF_ERROR(ParseLong(argv, i));
+    } else {
+      RDFS_RETURN_IF_ERROR(ParseShort(argv, i));
+    }
+  }
+  // --help and --version need no mountpoint and make no disks; the options
+  // given with them are still checked above.
+  if (config_.show_help || config_.show_version) return std::move(config_);
+
+  if (positional_.empty()) return Invalid("missing MOUNTPOINT (see --help)");
+  if (positional_.size() > 2) {
+    return Invalid(absl::StrCat("unexpected argument ", Quote(positional_[2]),
+                                " (expected [SOURCE] MOUNTPOINT)"));
+  }
+  config_.mountpoint = positional_.back();  // a SOURCE before it is ignored
+  if (config_.mountpoint.empty()) return Invalid("MOUNTPOINT '': empty");
+  RDFS_RETURN_IF_ERROR(BuildDisks());
+  return std::move(config_);
+}
+
+}  // namespace
+
+std::string_view DataModeName(DataMode mode) {
+  switch (mode) {
+    case DataMode::kDax:
+      return "dax";
+    case DataMode::kDirect:
+      return "direct";
+    case DataMode::kCached:
+      return "cached";
+    case DataMode::kNull:
+      return "null";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<DataMode> ParseDataMode(std::string_view text) {
+  for (DataMode mode : {DataMode::kDax, DataMode::kDirect, DataMode::kCached, DataMode::kNull}) {
+    if (text == DataModeName(mode)) return mode;
+  }
+  return Invalid(absl::StrCat("bad mode ", Quote(text), ": expected dax, direct, cached or null"));
+}
+
+std::string_view StoreKindName(StoreKind kind) {
+  switch (kind) {
+    case StoreKind::kAuto:
+      return "auto";
+    case StoreKind::kTmpfs:
+      return "tmpfs";
+    case StoreKind::kMemfd:
+      return "memfd";
+  }
+  return "unknown";
+}
+
+absl::Status ValidateDiskName(std::string_view name) {
+  if (name.empty()) return Invalid("bad disk name '': empty");
+  if (name.size() > kMaxNameBytes) {
+    return ErrnoStatus(ENAMETOOLONG,
+                       absl::StrCat("bad disk name ", Quote(name), " (", name.size(),
+                                    " bytes): longer than ", kMaxNameBytes, " bytes"));
+  }
+  if (name[0] == '.' || name[0] == '-') {
+    return Invalid(absl::StrCat("bad disk name ", Quote(name), ": must not start with '",
+                                std::string(1, name[0]), "'"));
+  }
+  for (char c : name) {
+    if (!IsNameChar(c)) {
+      return Invalid(absl::StrCat("bad disk name ", Quote(name), ": character ",
+                                  Quote(std::string_view(&c, 1)),
+                                  " not allowed (use A-Z a-z 0-9 . _ + @ -)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Config> ParseCommandLine(const std::vector<std::string>& argv) {
+  return CommandLineParser().Parse(argv);
+}
+
+std::string UsageText(std::string_view program) {
+  const Config defaults;
+  const std::string default_size = FormatSize(kDefaultDiskSize);
+  const std::string p(program.empty() ? std::string_view("ramdiskfs") : program);
+  const std::string default_set =
+      kDefaultDiskCount == 1
+          ? std::string("one disk, ram0,")
+          : absl::StrCat(kDefaultDiskCount, " disks, ram0..ram", kDefaultDiskCount - 1, ",");
+  return absl::StrCat(
+      "Usage: ", p, " [SOURCE] MOUNTPOINT [options]\n",
+      "\n"
+      "RAM disks as files: each disk is a fixed-size regular file in MOUNTPOINT whose\n"
+      "pages live in memory. The store is sparse: an unwritten page costs no RAM.\n"
+      "MOUNTPOINT/.control/ holds the control files (see docs/control.md). SOURCE,\n"
+      "which mount(8) passes (\"none\"), is ignored.\n"
+      "\n"
+      "Disks:\n"
+      "  --disk NAME:SIZE[:key=value...]\n"
+      "                      add one disk (repeatable). Keys:\n"
+      "                        mode=dax|direct|cached|null  data mode of this disk\n"
+      "                        readonly=0|1                 refuse writes with EROFS\n"
+      "                        image=PATH                   fill the disk from an image\n"
+      "                                                     file; SIZE may then be\n"
+      "                                                     empty to take its size\n"
+      "                                                     (NAME::image=PATH)\n"
+      "                      NAME: 1-255 of A-Z a-z 0-9 . _ + @ -, not starting\n"
+      "                      with . or -\n"
+      "  --disks N           N disks named ram0..ramN-1 (1..",
+      kMaxDisks,
+      "), after any --disk\n"
+      "  --size SIZE         size of each --disks disk (default ",
+      default_size,
+      ")\n"
+      "  Without --disk and --disks: ",
+      default_set, " of --size or ", default_size,
+      ".\n"
+      "\n"
+      "Memory and data path:\n"
+      "  --max-memory SIZE   cap on the RAM all disks together hold (default: half of\n"
+      "                      RAM); a write that needs more fails with ENOSPC\n"
+      "  --mode MODE         default data mode: dax, direct, cached or null\n"
+      "                      (default: dax where the kernel allows it, else direct)\n"
+      "  --store KIND        page store: auto, tmpfs or memfd (default auto)\n"
+      "  --threads N         most FUSE worker threads, 1..",
+      kMaxThreads, " (default ", defaults.max_threads,
+      ")\n"
+      "\n"
+      "FUSE:\n"
+      "  -f                  stay in the foreground\n"
+      "  -d                  debug output (implies -f)\n"
+      "  -s                  single-threaded\n"
+      "  -o OPT[,OPT...]     mount options: disk=, disks=, size=, max_memory=, mode=,\n"
+      "                      store=, threads= as above; allow_other (let other\n"
+      "                      users in); anything else (default_permissions,\n"
+      "                      fsname=, rw, nosuid, ...) goes to libfuse unchanged\n"
+      "  -h, --help          print this help and exit\n"
+      "  -V, --version       print the version and exit\n"
+      "\n"
+      "Long options take \"--opt VALUE\" or \"--opt=VALUE\". A repeated option takes its\n"
+      "last value, except --disk and -o disk=, which add a disk each time.\n"
+      "\n"
+      "SIZE: bytes, optionally with a K, M, G, T or P suffix (powers of 1024, any\n"
+      "case, optionally followed by iB or B): 4096, 512K, 64M, 1g, 2GiB. No sign,\n"
+      "fraction, spaces or hex. Disk sizes round up to 512 bytes, memory caps to 4K.\n"
+      "\n"
+      "Examples:\n"
+      "  ",
+      p,
+      " /mnt/rd --disks 2 --size 1G\n"
+      "  ",
+      p,
+      " /mnt/rd --disk ram0:4G:mode=direct --disk boot::image=/srv/boot.img\n"
+      "  mount -t fuse.ramdiskfs none /mnt/rd -o disks=4,size=1G\n"
+      "  fstab:  none  /mnt/rd  fuse.ramdiskfs  disks=4,size=1G,allow_other  0  0\n"
+      "  fusermount3 -u /mnt/rd                 (unmount)\n");
+}
+
+}  // namespace ramdiskfs
