@@ -122,13 +122,18 @@ absl::StatusOr<size_t> PageStore::Write(uint64_t offset, const char* buf, size_t
   return status;
 }
 
-absl::Status PageStore::Discard(uint64_t offset, uint64_t length) {
+absl::StatusOr<uint64_t> PageStore::ClipRange(uint64_t offset, uint64_t length) const {
   const uint64_t size = size_bytes();
   if (offset + length < offset) return absl::InvalidArgumentError("offset + length overflows");
   if (offset > size) {
-    return absl::InvalidArgumentError(absl::StrCat("offset ", offset, " is past the end (", size, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("offset ", offset, " is past the end (", size, ")"));
   }
-  length = std::min<uint64_t>(length, size - offset);
+  return std::min<uint64_t>(length, size - offset);
+}
+
+absl::Status PageStore::Discard(uint64_t offset, uint64_t length) {
+  RDFS_ASSIGN_OR_RETURN(length, ClipRange(offset, length));
   if (length == 0) return absl::OkStatus();
   if (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                 static_cast<off_t>(length)) != 0) {
@@ -139,12 +144,7 @@ absl::Status PageStore::Discard(uint64_t offset, uint64_t length) {
 }
 
 absl::Status PageStore::Allocate(uint64_t offset, uint64_t length) {
-  const uint64_t size = size_bytes();
-  if (offset + length < offset) return absl::InvalidArgumentError("offset + length overflows");
-  if (offset > size) {
-    return absl::InvalidArgumentError(absl::StrCat("offset ", offset, " is past the end (", size, ")"));
-  }
-  length = std::min<uint64_t>(length, size - offset);
+  RDFS_ASSIGN_OR_RETURN(length, ClipRange(offset, length));
   if (length == 0) return absl::OkStatus();
   uint64_t reserved = 0;
   if (!pool_->kernel_enforces_cap()) {

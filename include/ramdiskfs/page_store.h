@@ -96,6 +96,9 @@ class PageStore {
 
  private:
   PageStore(MemoryPool* pool, int fd, uint64_t size_bytes);
+  // `length` cut at the end of the disk. Errors: InvalidArgument if
+  // offset+length overflows or offset is past the end.
+  absl::StatusOr<uint64_t> ClipRange(uint64_t offset, uint64_t length) const;
   // Bytes in [offset, offset+length) not yet allocated (memfd pools only).
   uint64_t UnallocatedBytes(uint64_t offset, uint64_t length) const;
   // memfd pools: tells the pool how this file's allocation changed.
