@@ -446,6 +446,11 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want &= ~FUSE_CAP_IOCTL_DIR;
+  // With async direct I/O the kernel turns any short O_DIRECT write on a
+  // cached-mode file into EIO (fuse_get_res_by_io), so a write crossing the
+  // end of a disk could not be cut short as the contract says. Cached mode is
+  // for page-cache experiments; its O_DIRECT I/O runs synchronously instead.
+  conn->want &= ~FUSE_CAP_ASYNC_DIO;
   conn->max_write = kMaxRequestBytes;  // also caps reads: see kMaxRequestBytes
   conn->max_background = 64;
   conn->congestion_threshold = 48;
