@@ -1,0 +1,100 @@
+"""Stopping the daemon (SPEC 2): SIGINT, SIGTERM and `fusermount3 -u` unmount cleanly and
+exit 0; while a disk is in use (a loop device, an open file) the unmount is refused or
+deferred with a clear log line and no data loss, and it completes once the disk is free."""
+
+import os
+import signal
+
+import pytest
+
+from conftest import PAGE, is_mounted, loop_device, run, wait_for
+from helpers import MiB, odirect_pread, pattern, poll_until, read_file, wait_exit, write_file
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "fusermount3 -u"])
+def test_clean_unmount(mount_factory, how):
+    mnt = mount_factory("--disk", "ram0:8M", "--disk", "ram1:8M:mode=direct",
+                        wait_disks=["ram0", "ram1"])
+    write_file(mnt.disk("ram0"), pattern(1, MiB))
+    if how == "fusermount3 -u":
+        run("fusermount3", "-u", mnt.path)
+    else:
+        mnt.proc.send_signal(getattr(signal, how))
+    assert wait_exit(mnt.proc) == 0, mnt.log()
+    assert not is_mounted(mnt.path)
+    assert os.listdir(mnt.path) == [], "the mount point is empty again"
+
+
+def _busy_line(mnt, start):
+    new = mnt.log()[start:].splitlines()
+    return [l for l in new if any(w in l.lower() for w in ("busy", "in use", "open"))]
+
+
+@pytest.mark.parametrize("mode", ["dax", "direct"])
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_signal_while_loop_attached_is_deferred(mount_factory, mode, signame):
+    mnt = mount_factory("--disk", f"ram0:16M:mode={mode}", wait_disks=["ram0"])
+    disk = mnt.disk("ram0")
+    data = pattern(2, 2 * MiB)
+    write_file(disk, data, 4 * MiB)
+    with loop_device(disk) as dev:
+        start = len(mnt.log())
+        mnt.proc.send_signal(getattr(signal, signame))
+        lines = poll_until(lambda: _busy_line(mnt, start), 10,
+                           "a log line saying the unmount is deferred")
+        assert len(lines[0]) < 300, "one clear line"
+        assert mnt.proc.poll() is None, f"the daemon exited with the disk in use:\n{mnt.log()}"
+        assert is_mounted(mnt.path), "the mount went away under the loop device"
+        # no data loss: the loop device and the file both still serve the data
+        assert odirect_pread(dev, 2 * MiB, 4 * MiB) == data
+        assert read_file(disk, 2 * MiB, 4 * MiB) == data
+        run("dd", "if=/dev/zero", f"of={dev}", "bs=4096", "count=1", "seek=10",
+            "oflag=direct", "status=none")
+        assert read_file(disk, PAGE, 10 * PAGE) == bytes(PAGE)
+        assert mnt.proc.poll() is None
+        run("losetup", "-d", dev)
+        status = wait_exit(mnt.proc, timeout=30)
+    assert status == 0, mnt.log()
+    assert not is_mounted(mnt.path)
+
+
+def test_signal_while_file_open_is_deferred(mount_factory):
+    mnt = mount_factory("--disk", "ram0:8M:mode=direct", wait_disks=["ram0"])
+    disk = mnt.disk("ram0")
+    write_file(disk, b"still here", 100)
+    fd = os.open(disk, os.O_RDWR)
+    try:
+        start = len(mnt.log())
+        mnt.proc.send_signal(signal.SIGTERM)
+        poll_until(lambda: _busy_line(mnt, start), 10, "a log line about the busy mount")
+        assert mnt.proc.poll() is None
+        assert os.pread(fd, 10, 100) == b"still here"
+        assert os.pwrite(fd, b"and more", 200) == 8
+        assert os.pread(fd, 8, 200) == b"and more"
+    finally:
+        os.close(fd)
+    assert wait_exit(mnt.proc, timeout=30) == 0, mnt.log()
+    assert not is_mounted(mnt.path)
+
+
+def test_fusermount_u_while_loop_attached(mount_factory):
+    mnt = mount_factory("--disk", "ram0:16M", wait_disks=["ram0"])
+    disk = mnt.disk("ram0")
+    data = pattern(3, MiB)
+    write_file(disk, data, 0)
+    with loop_device(disk) as dev:
+        res = run("fusermount3", "-u", mnt.path, check=False)
+        assert res.returncode != 0, "fusermount3 -u succeeded under an attached loop device"
+        assert "busy" in res.stderr.lower(), res.stderr
+        assert mnt.proc.poll() is None
+        assert is_mounted(mnt.path)
+        assert odirect_pread(dev, MiB, 0) == data
+        run("losetup", "-d", dev)
+        wait_for(lambda: not _loop_attached(dev), 10, "loop detach")
+    run("fusermount3", "-u", mnt.path)
+    assert wait_exit(mnt.proc) == 0, mnt.log()
+    assert not is_mounted(mnt.path)
+
+
+def _loop_attached(dev):
+    return os.path.exists(f"/sys/block/{os.path.basename(dev)}/loop/backing_file")
