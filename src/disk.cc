@@ -22,18 +22,18 @@ Disk::Disk(uint64_t id, std::string name, std::unique_ptr<PageStore> store, Data
 DataMode Disk::mode() const {
   DataMode mode = requested_mode();
   if (mode != DataMode::kDax) return mode;
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   return dax_fallback_.empty() ? DataMode::kDax : DataMode::kDirect;
 }
 
 std::string Disk::fallback_reason() const {
   if (requested_mode() != DataMode::kDax) return "none";
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   return dax_fallback_.empty() ? "none" : dax_fallback_;
 }
 
 void Disk::set_dax_fallback(std::string reason) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   dax_fallback_ = std::move(reason);
 }
 
@@ -168,18 +168,18 @@ absl::Status Disk::SetReadonly(bool readonly, int passthrough_write_opens) {
 }
 
 DiskAttributes Disk::attributes() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   return attributes_;
 }
 
 void Disk::SetPermissions(mode_t permissions) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   attributes_.permissions = permissions & 07777;
   attributes_.ctime = absl::Now();
 }
 
 void Disk::SetOwner(uid_t uid, gid_t gid) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   if (uid != static_cast<uid_t>(-1)) attributes_.uid = uid;
   if (gid != static_cast<gid_t>(-1)) attributes_.gid = gid;
   attributes_.ctime = absl::Now();
@@ -187,24 +187,24 @@ void Disk::SetOwner(uid_t uid, gid_t gid) {
 
 void Disk::Touch() {
   absl::Time now = absl::Now();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   attributes_.mtime = now;
   attributes_.ctime = now;
 }
 
 void Disk::SetTimes(absl::Time mtime) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   attributes_.mtime = mtime;
   attributes_.ctime = absl::Now();
 }
 
 int Disk::backing_id() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   return backing_id_;
 }
 
 void Disk::set_backing_id(int id) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   backing_id_ = id;
 }
 

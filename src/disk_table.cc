@@ -22,7 +22,7 @@ absl::StatusOr<std::shared_ptr<Disk>> DiskTable::Create(NewDisk spec) {
   }
   RDFS_ASSIGN_OR_RETURN(uint64_t size, RoundUp(spec.size_bytes, kLogicalBlockSize));
   {
-    absl::ReaderMutexLock lock(&mu_);
+    std::shared_lock lock(mu_);
     if (by_name_.contains(spec.name)) {
       return ErrnoStatus(EEXIST, absl::StrCat("disk ", spec.name, " exists"));
     }
@@ -34,7 +34,7 @@ absl::StatusOr<std::shared_ptr<Disk>> DiskTable::Create(NewDisk spec) {
   // checked again before it goes in.
   RDFS_ASSIGN_OR_RETURN(std::unique_ptr<PageStore> store,
                         PageStore::Create(pool_, spec.name, size));
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   if (by_name_.contains(spec.name)) {
     return ErrnoStatus(EEXIST, absl::StrCat("disk ", spec.name, " exists"));
   }
@@ -48,7 +48,7 @@ absl::StatusOr<std::shared_ptr<Disk>> DiskTable::Create(NewDisk spec) {
 
 absl::Status DiskTable::Delete(std::string_view name) {
   std::shared_ptr<Disk> doomed;  // freed after the lock is dropped
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   auto it = by_name_.find(name);
   if (it == by_name_.end()) return ErrnoStatus(ENOENT, absl::StrCat("no disk ", std::string(name)));
   if (it->second->opens() > 0) {
@@ -62,19 +62,19 @@ absl::Status DiskTable::Delete(std::string_view name) {
 }
 
 std::shared_ptr<Disk> DiskTable::Find(std::string_view name) const {
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock lock(mu_);
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;
 }
 
 std::shared_ptr<Disk> DiskTable::FindById(uint64_t id) const {
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock lock(mu_);
   auto it = by_id_.find(id);
   return it == by_id_.end() ? nullptr : it->second;
 }
 
 std::vector<std::shared_ptr<Disk>> DiskTable::List() const {
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock lock(mu_);
   std::vector<std::shared_ptr<Disk>> disks;
   disks.reserve(by_name_.size());
   for (const auto& [name, disk] : by_name_) disks.push_back(disk);
@@ -82,18 +82,18 @@ std::vector<std::shared_ptr<Disk>> DiskTable::List() const {
 }
 
 size_t DiskTable::size() const {
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock lock(mu_);
   return by_name_.size();
 }
 
 void DiskTable::SetDaxFallback(std::string reason) {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   dax_fallback_ = reason;
   for (auto& [name, disk] : by_name_) disk->set_dax_fallback(reason);
 }
 
 std::string DiskTable::dax_fallback() const {
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock lock(mu_);
   return dax_fallback_;
 }
 

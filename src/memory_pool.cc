@@ -121,7 +121,7 @@ uint64_t MemoryPool::used_bytes() const {
 }
 
 absl::Status MemoryPool::SetMaxBytes(uint64_t bytes) {
-  absl::MutexLock lock(&reconfigure_mu_);
+  std::lock_guard lock(reconfigure_mu_);
   RDFS_ASSIGN_OR_RETURN(bytes, RoundUp(bytes, kPageSize));
   if (bytes == 0) return absl::InvalidArgumentError("max_memory must be at least 4096");
   const uint64_t ram = PhysicalRamBytes();

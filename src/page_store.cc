@@ -34,7 +34,7 @@ PageStore::PageStore(MemoryPool* pool, int fd, uint64_t size_bytes)
 
 PageStore::~PageStore() {
   if (!pool_->kernel_enforces_cap()) {
-    absl::MutexLock lock(&accounting_mu_);
+    std::lock_guard lock(accounting_mu_);
     pool_->Commit(0, -accounted_bytes_);
   }
   close(fd_);
@@ -80,7 +80,7 @@ uint64_t PageStore::UnallocatedBytes(uint64_t offset, uint64_t length) const {
 }
 
 void PageStore::SyncAccounting(uint64_t reserved) {
-  absl::MutexLock lock(&accounting_mu_);
+  std::lock_guard lock(accounting_mu_);
   const int64_t now = static_cast<int64_t>(allocated_bytes());
   pool_->Commit(reserved, now - accounted_bytes_);
   accounted_bytes_ = now;
@@ -161,7 +161,7 @@ absl::Status PageStore::Allocate(uint64_t offset, uint64_t length) {
 }
 
 absl::Status PageStore::FreeAll() {
-  absl::MutexLock lock(&resize_mu_);
+  std::lock_guard lock(resize_mu_);
   const uint64_t size = size_bytes();
   if (size == 0) return absl::OkStatus();
   // Punching the whole file frees every page; what a kernel mapping of the
@@ -178,7 +178,7 @@ absl::Status PageStore::Resize(uint64_t new_size) {
   if (new_size > kMaxDiskBytes || new_size % kLogicalBlockSize != 0) {
     return absl::InvalidArgumentError(absl::StrCat("bad disk size ", new_size));
   }
-  absl::MutexLock lock(&resize_mu_);
+  std::lock_guard lock(resize_mu_);
   const uint64_t old_size = size_bytes();
   if (new_size < old_size) {
     // Readers clip to the size before they touch the file: lower it first.
@@ -220,7 +220,7 @@ uint64_t PageStore::allocated_bytes() const {
 absl::StatusOr<uint64_t> PageStore::TrimOverflow() {
   struct stat st;
   if (fstat(fd_, &st) != 0) return ErrnoStatus(errno, "fstat(backing file)");
-  absl::MutexLock lock(&resize_mu_);
+  std::lock_guard lock(resize_mu_);
   const uint64_t size = size_bytes();
   if (static_cast<uint64_t>(st.st_size) <= size) return 0;
   if (ftruncate(fd_, static_cast<off_t>(size)) != 0) {

@@ -18,13 +18,13 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "ramdiskfs/options.h"
 #include "ramdiskfs/page_store.h"
@@ -140,7 +140,7 @@ class Disk {
   std::atomic<int> write_opens_{0};
   DiskStats stats_;
 
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   DiskAttributes attributes_ ABSL_GUARDED_BY(mu_);
   std::string dax_fallback_ ABSL_GUARDED_BY(mu_);  // empty: dax available
   int backing_id_ ABSL_GUARDED_BY(mu_) = 0;         // 0: not registered

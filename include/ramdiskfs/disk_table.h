@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,7 +25,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "ramdiskfs/disk.h"
 #include "ramdiskfs/memory_pool.h"
 #include "ramdiskfs/options.h"
@@ -75,7 +75,7 @@ class DiskTable {
 
  private:
   MemoryPool* const pool_;
-  mutable absl::Mutex mu_;
+  mutable std::shared_mutex mu_;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, std::shared_ptr<Disk>, std::less<>> by_name_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::shared_ptr<Disk>> by_id_ ABSL_GUARDED_BY(mu_);

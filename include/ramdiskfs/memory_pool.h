@@ -23,11 +23,11 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string_view>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "ramdiskfs/options.h"
 
 namespace ramdiskfs {
@@ -82,7 +82,7 @@ class MemoryPool {
   const StoreKind kind_;
   const int mount_fd_;  // tmpfs: root of the private instance; memfd: -1
   std::atomic<uint64_t> max_bytes_;
-  absl::Mutex reconfigure_mu_;  // serialises SetMaxBytes
+  std::mutex reconfigure_mu_;  // serialises SetMaxBytes
   // memfd accounting
   std::atomic<int64_t> memfd_used_{0};
   std::atomic<uint64_t> memfd_reserved_{0};

@@ -22,10 +22,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "ramdiskfs/memory_pool.h"
 
 namespace ramdiskfs {
@@ -107,9 +107,9 @@ class PageStore {
   MemoryPool* const pool_;
   const int fd_;
   std::atomic<uint64_t> size_bytes_;
-  absl::Mutex resize_mu_;
+  std::mutex resize_mu_;
   // memfd pools: the allocation last reported to the pool.
-  absl::Mutex accounting_mu_;
+  std::mutex accounting_mu_;
   int64_t accounted_bytes_ ABSL_GUARDED_BY(accounting_mu_) = 0;
 };
 

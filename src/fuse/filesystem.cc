@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -1016,8 +1017,8 @@ int Filesystem::EnsureBackingId(Disk& disk) {
   // Two first opens may race here; registering twice would give the inode two
   // backings (EIO, FUSE-FACTS 1.4), so registration is serialised per disk by
   // checking again under the table's view of the disk.
-  static absl::Mutex register_mu(absl::kConstInit);
-  absl::MutexLock lock(&register_mu);
+  static std::mutex register_mu;
+  std::lock_guard lock(register_mu);
   id = disk.backing_id();
   if (id > 0) return id;
   abi::BackingMap map = {disk.store().fd(), 0, 0};

@@ -206,9 +206,14 @@ def loop_device(path, *options):
     try:
         yield dev
     finally:
-        for target in _mounts_of([dev]):
-            run("umount", target, check=False)
-        run("losetup", "-d", dev, check=False)
+        # The test may have detached it already, and on a shared machine the
+        # number may since belong to someone else: detach only our own.
+        back = run("losetup", "--list", "--noheadings", "--output", "BACK-FILE", dev,
+                   check=False).stdout.strip()
+        if back and os.path.realpath(back) == os.path.realpath(path):
+            for target in _mounts_of([dev]):
+                run("umount", target, check=False)
+            run("losetup", "-d", dev, check=False)
 
 
 @contextlib.contextmanager
