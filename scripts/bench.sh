@@ -58,6 +58,9 @@ if [[ -x build-release/store_bench ]]; then
   echo "== store microbenchmarks: build-release/store_bench -> $out/store_bench.json"
   build-release/store_bench --benchmark_format=json --benchmark_out="$out/store_bench.json" >/dev/null
   echo "   wrote $out/store_bench.json"
+  store_args=()
+  [[ " ${args[*]} " == *" --no-update-docs "* ]] || store_args=(--update-docs docs/benchmarks.md)
+  python3 bench/store_table.py "$out/store_bench.json" "${store_args[@]}"
 else
   echo "== note: build-release/store_bench does not exist yet: store microbenchmarks skipped"
 fi

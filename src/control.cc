@@ -15,27 +15,17 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/cord.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "ramdiskfs/options.h"
 #include "ramdiskfs/size.h"
+#include "src/text.h"
 
 namespace ramdiskfs {
 namespace {
 
-// Debian's abseil is built with ABSL_OPTION_USE_STD_STRING_VIEW=0, so
-// absl::string_view is its own type and std::string_view must be converted.
-absl::string_view AsAbsl(std::string_view text) { return {text.data(), text.size()}; }
-
-// 'text' quoted for a one-line message (see size.cc).
-std::string Quote(std::string_view text) {
-  constexpr size_t kMaxQuoted = 200;
-  if (text.size() > kMaxQuoted) {
-    return absl::StrCat("'", absl::CHexEscape(AsAbsl(text.substr(0, kMaxQuoted))), "'...");
-  }
-  return absl::StrCat("'", absl::CHexEscape(AsAbsl(text)), "'");
-}
+using text::AsAbsl;
+using text::Quote;
 
 absl::Status Invalid(std::string_view file, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(AsAbsl(file), ": ", why));

@@ -125,8 +125,8 @@ absl::Status Disk::Discard(uint64_t offset, uint64_t length) {
 
 absl::Status Disk::Flush(int other_opens) {
   if (other_opens > 0) {
-    return ErrnoStatus(EBUSY, absl::StrCat("disk ", name_, " is open (", other_opens,
-                                           " other opener(s))"));
+    return ErrnoStatus(
+        EBUSY, absl::StrCat("disk ", name_, " is open (", other_opens, " other opener(s))"));
   }
   if (readonly()) return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
   RDFS_RETURN_IF_ERROR(store_->FreeAll());
@@ -137,8 +137,8 @@ absl::Status Disk::Flush(int other_opens) {
 absl::Status Disk::Resize(uint64_t new_size, int other_opens) {
   if (readonly()) return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
   if (new_size > kMaxDiskBytes) {
-    return ErrnoStatus(EFBIG, absl::StrCat("size ", new_size, " is above the limit ",
-                                           kMaxDiskBytes));
+    return ErrnoStatus(EFBIG,
+                       absl::StrCat("size ", new_size, " is above the limit ", kMaxDiskBytes));
   }
   RDFS_ASSIGN_OR_RETURN(new_size, RoundUp(new_size, kLogicalBlockSize));
   if (new_size < size_bytes() && other_opens > 0) {
@@ -160,8 +160,8 @@ absl::Status Disk::SetMode(DataMode mode) {
 
 absl::Status Disk::SetReadonly(bool readonly, int passthrough_write_opens) {
   if (readonly && passthrough_write_opens > 0) {
-    return ErrnoStatus(EBUSY, absl::StrCat("disk ", name_,
-                                           " is open for writing in dax mode; close it first"));
+    return ErrnoStatus(
+        EBUSY, absl::StrCat("disk ", name_, " is open for writing in dax mode; close it first"));
   }
   readonly_.store(readonly);
   return absl::OkStatus();

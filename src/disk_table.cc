@@ -12,13 +12,13 @@ absl::StatusOr<std::shared_ptr<Disk>> DiskTable::Create(NewDisk spec) {
   RDFS_RETURN_IF_ERROR(ValidateDiskName(spec.name));
   for (std::string_view reserved : kReservedNames) {
     if (spec.name == reserved) {
-      return ErrnoStatus(EEXIST, absl::StrCat("'", spec.name,
-                                              "' is the name of a control file in .control/"));
+      return ErrnoStatus(
+          EEXIST, absl::StrCat("'", spec.name, "' is the name of a control file in .control/"));
     }
   }
   if (spec.size_bytes > kMaxDiskBytes) {
-    return ErrnoStatus(EFBIG, absl::StrCat("size ", spec.size_bytes, " is above the limit ",
-                                           kMaxDiskBytes));
+    return ErrnoStatus(
+        EFBIG, absl::StrCat("size ", spec.size_bytes, " is above the limit ", kMaxDiskBytes));
   }
   RDFS_ASSIGN_OR_RETURN(uint64_t size, RoundUp(spec.size_bytes, kLogicalBlockSize));
   {
@@ -52,8 +52,8 @@ absl::Status DiskTable::Delete(std::string_view name) {
   auto it = by_name_.find(name);
   if (it == by_name_.end()) return ErrnoStatus(ENOENT, absl::StrCat("no disk ", std::string(name)));
   if (it->second->opens() > 0) {
-    return ErrnoStatus(EBUSY, absl::StrCat("disk ", std::string(name), " is open (", it->second->opens(),
-                                           " opener(s))"));
+    return ErrnoStatus(EBUSY, absl::StrCat("disk ", std::string(name), " is open (",
+                                           it->second->opens(), " opener(s))"));
   }
   doomed = it->second;
   by_id_.erase(doomed->id());

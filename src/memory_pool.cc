@@ -25,9 +25,7 @@ int FsOpen(const char* fs_name, unsigned flags) { return syscall(SYS_fsopen, fs_
 int FsConfig(int fd, unsigned cmd, const char* key, const void* value, int aux) {
   return syscall(SYS_fsconfig, fd, cmd, key, value, aux);
 }
-int FsMount(int fd, unsigned flags, unsigned attr) {
-  return syscall(SYS_fsmount, fd, flags, attr);
-}
+int FsMount(int fd, unsigned flags, unsigned attr) { return syscall(SYS_fsmount, fd, flags, attr); }
 int FsPick(int dfd, const char* path, unsigned flags) {
   return syscall(SYS_fspick, dfd, path, flags);
 }
@@ -70,15 +68,13 @@ uint64_t MemoryPool::PhysicalRamBytes() {
 
 uint64_t MemoryPool::DefaultMaxBytes() { return PhysicalRamBytes() / 2 / kPageSize * kPageSize; }
 
-absl::StatusOr<std::unique_ptr<MemoryPool>> MemoryPool::Create(StoreKind kind,
-                                                               uint64_t max_bytes) {
+absl::StatusOr<std::unique_ptr<MemoryPool>> MemoryPool::Create(StoreKind kind, uint64_t max_bytes) {
   RDFS_ASSIGN_OR_RETURN(max_bytes, RoundUp(max_bytes, kPageSize));
   if (max_bytes == 0) return absl::InvalidArgumentError("max_memory must be at least 4096");
   const uint64_t ram = PhysicalRamBytes();
   if (ram != 0 && max_bytes > ram) {
-    return absl::InvalidArgumentError(absl::StrCat("max_memory ", max_bytes,
-                                                   " is larger than the machine's RAM (", ram,
-                                                   " bytes)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_memory ", max_bytes, " is larger than the machine's RAM (", ram, " bytes)"));
   }
   if (kind == StoreKind::kTmpfs || kind == StoreKind::kAuto) {
     absl::StatusOr<int> mount_fd = MountPrivateTmpfs(max_bytes);

@@ -30,22 +30,21 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "ramdiskfs/size.h"
 #include "ramdiskfs/status.h"
+#include "src/text.h"
 
 namespace ramdiskfs {
 namespace {
 
+using text::AsAbsl;
+using text::Quote;
+
 constexpr size_t kMaxNameBytes = 255;
 constexpr int kMaxThreads = 64;
-
-// Debian's abseil is built with ABSL_OPTION_USE_STD_STRING_VIEW=0, so
-// absl::string_view is its own type and std::string_view must be converted.
-absl::string_view AsAbsl(std::string_view text) { return {text.data(), text.size()}; }
 
 // `text` split at every `separator` (n separators give n+1 pieces).
 std::vector<std::string_view> Split(std::string_view text, char separator) {
@@ -59,15 +58,6 @@ std::vector<std::string_view> Split(std::string_view text, char separator) {
     pieces.push_back(text.substr(start, end - start));
     start = end + 1;
   }
-}
-
-// 'text' quoted for a one-line message (see size.cc).
-std::string Quote(std::string_view text) {
-  constexpr size_t kMaxQuoted = 200;
-  if (text.size() > kMaxQuoted) {
-    return absl::StrCat("'", absl::CHexEscape(AsAbsl(text.substr(0, kMaxQuoted))), "'...");
-  }
-  return absl::StrCat("'", absl::CHexEscape(AsAbsl(text)), "'");
 }
 
 absl::Status Invalid(absl::string_view message) { return absl::InvalidArgumentError(message); }

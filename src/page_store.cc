@@ -152,8 +152,8 @@ absl::Status PageStore::Allocate(uint64_t offset, uint64_t length) {
     RDFS_RETURN_IF_ERROR(pool_->Reserve(reserved));
   }
   absl::Status status;
-  if (fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                static_cast<off_t>(length)) != 0) {
+  if (fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(length)) !=
+      0) {
     status = ErrnoStatus(errno, "fallocate(allocate)");
   }
   if (!pool_->kernel_enforces_cap()) SyncAccounting(reserved);

@@ -16,29 +16,18 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "src/text.h"
 
 namespace ramdiskfs {
 namespace {
 
+using text::AsAbsl;
+using text::Quote;
+
 constexpr uint64_t kU64Max = std::numeric_limits<uint64_t>::max();
-
-// Debian's abseil is built with ABSL_OPTION_USE_STD_STRING_VIEW=0, so
-// absl::string_view is its own type and std::string_view must be converted.
-absl::string_view AsAbsl(std::string_view text) { return {text.data(), text.size()}; }
-
-// 'text' quoted for a one-line message: control characters and quotes are
-// escaped, and very long inputs are cut (error messages end up in logs).
-std::string Quote(std::string_view text) {
-  constexpr size_t kMaxQuoted = 200;
-  if (text.size() > kMaxQuoted) {
-    return absl::StrCat("'", absl::CHexEscape(AsAbsl(text.substr(0, kMaxQuoted))), "'...");
-  }
-  return absl::StrCat("'", absl::CHexEscape(AsAbsl(text)), "'");
-}
 
 absl::Status BadSize(std::string_view text, std::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat("bad size ", Quote(text), ": ", AsAbsl(why)));

@@ -146,9 +146,10 @@ TEST_F(DiskTest, StatsRowsAreInTheDocumentedOrder) {
   std::vector<std::string> keys;
   for (const auto& [k, v] : disk->StatsRows()) keys.push_back(k);
   const std::vector<std::string> expected = {
-      "name",   "size",   "allocated_bytes", "allocated_pages", "mode",        "requested_mode",
-      "readonly", "opens", "reads",          "writes",          "read_bytes",  "write_bytes",
-      "discards", "discard_bytes", "flushes", "fallback",        "passthrough"};
+      "name",           "size",        "allocated_bytes", "allocated_pages", "mode",
+      "requested_mode", "readonly",    "opens",           "reads",           "writes",
+      "read_bytes",     "write_bytes", "discards",        "discard_bytes",   "flushes",
+      "fallback",       "passthrough"};
   EXPECT_EQ(keys, expected);
   EXPECT_EQ(disk->StatsRows()[2].second, "4096");
 }

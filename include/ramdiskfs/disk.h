@@ -143,7 +143,7 @@ class Disk {
   mutable std::mutex mu_;
   DiskAttributes attributes_ ABSL_GUARDED_BY(mu_);
   std::string dax_fallback_ ABSL_GUARDED_BY(mu_);  // empty: dax available
-  int backing_id_ ABSL_GUARDED_BY(mu_) = 0;         // 0: not registered
+  int backing_id_ ABSL_GUARDED_BY(mu_) = 0;        // 0: not registered
 };
 
 }  // namespace ramdiskfs

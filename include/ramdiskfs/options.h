@@ -73,7 +73,7 @@ struct DiskSpec {
 
 struct Config {
   std::string mountpoint;
-  std::vector<DiskSpec> disks;  // in command-line order; names unique
+  std::vector<DiskSpec> disks;               // in command-line order; names unique
   std::optional<uint64_t> max_memory_bytes;  // absent: half of RAM
   std::optional<DataMode> default_mode;      // absent: dax where possible, else direct
   StoreKind store = StoreKind::kAuto;

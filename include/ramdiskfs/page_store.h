@@ -35,8 +35,7 @@ class PageStore {
   // A store of `size_bytes` (a multiple of 512, <= kMaxDiskBytes) with no
   // page allocated. `pool` must outlive the store. Errors: those of
   // MemoryPool::CreateFile and ftruncate.
-  static absl::StatusOr<std::unique_ptr<PageStore>> Create(MemoryPool* pool,
-                                                           std::string_view name,
+  static absl::StatusOr<std::unique_ptr<PageStore>> Create(MemoryPool* pool, std::string_view name,
                                                            uint64_t size_bytes);
   ~PageStore();
   PageStore(const PageStore&) = delete;

@@ -15,8 +15,8 @@
 
 namespace ramdiskfs {
 
-inline constexpr uint64_t kPageSize = 4096;          // the store's unit
-inline constexpr uint64_t kLogicalBlockSize = 512;   // disk sizes round up to this
+inline constexpr uint64_t kPageSize = 4096;         // the store's unit
+inline constexpr uint64_t kLogicalBlockSize = 512;  // disk sizes round up to this
 // The largest disk: off_t's range rounded down to a page (tmpfs's own limit).
 inline constexpr uint64_t kMaxDiskBytes = 0x7FFFFFFFFFFFF000ULL;
 

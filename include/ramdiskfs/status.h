@@ -29,10 +29,10 @@ int StatusToErrno(const absl::Status& status);
 #define RDFS_STATUS_CONCAT_(a, b) RDFS_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the current function if `expr` (a Status) is not OK.
-#define RDFS_RETURN_IF_ERROR(expr)                   \
-  do {                                               \
-    ::absl::Status rdfs_status_ = (expr);            \
-    if (!rdfs_status_.ok()) return rdfs_status_;     \
+#define RDFS_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::absl::Status rdfs_status_ = (expr);        \
+    if (!rdfs_status_.ok()) return rdfs_status_; \
   } while (0)
 
 // `lhs = value of expr` (a StatusOr), or returns its error.

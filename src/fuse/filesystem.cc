@@ -67,12 +67,9 @@ constexpr ControlFileInfo kGlobalFiles[] = {
     {Kind::kGlobalStats, "stats", true, false},
 };
 constexpr ControlFileInfo kDiskFiles[] = {
-    {Kind::kDiskSize, "size", true, true},
-    {Kind::kDiskFlush, "flush", false, true},
-    {Kind::kDiskDiscard, "discard", false, true},
-    {Kind::kDiskReadonly, "readonly", true, true},
-    {Kind::kDiskMode, "mode", true, true},
-    {Kind::kDiskStats, "stats", true, false},
+    {Kind::kDiskSize, "size", true, true},        {Kind::kDiskFlush, "flush", false, true},
+    {Kind::kDiskDiscard, "discard", false, true}, {Kind::kDiskReadonly, "readonly", true, true},
+    {Kind::kDiskMode, "mode", true, true},        {Kind::kDiskStats, "stats", true, false},
 };
 
 const ControlFileInfo* FindControlFile(Kind kind) {
@@ -146,10 +143,9 @@ Node Resolve(DiskTable& table, fuse_ino_t ino) {
     default:
       break;
   }
-  static constexpr Kind kByLowBits[] = {Kind::kDiskFile,     Kind::kDiskControlDir,
-                                        Kind::kDiskSize,     Kind::kDiskFlush,
-                                        Kind::kDiskDiscard,  Kind::kDiskReadonly,
-                                        Kind::kDiskMode,     Kind::kDiskStats};
+  static constexpr Kind kByLowBits[] = {
+      Kind::kDiskFile,    Kind::kDiskControlDir, Kind::kDiskSize, Kind::kDiskFlush,
+      Kind::kDiskDiscard, Kind::kDiskReadonly,   Kind::kDiskMode, Kind::kDiskStats};
   const uint64_t low = ino & ((1u << kDiskShift) - 1);
   if (low >= std::size(kByLowBits)) return {};
   std::shared_ptr<Disk> disk = table.FindById(ino >> kDiskShift);
@@ -192,7 +188,6 @@ void ReplyControlError(fuse_req_t req, std::string_view what, const absl::Status
   Log(what, ": ", strerror(StatusToErrno(status)), ": ", status.message());
   ReplyError(req, status);
 }
-
 
 struct stat MakeStat(Filesystem& fs, const Node& node, fuse_ino_t ino) {
   struct stat st = {};
@@ -259,8 +254,8 @@ abi::Attr ToAbiAttr(const struct stat& st) {
 int ReplyOpen(fuse_req_t req, const fuse_entry_param* entry, uint64_t fh, uint32_t open_flags,
               int backing_id) {
   abi::OpenOut open_out = {fh, open_flags, backing_id};
-  if (entry == nullptr) return fuse_reply_buf(req, reinterpret_cast<const char*>(&open_out),
-                                              sizeof(open_out));
+  if (entry == nullptr)
+    return fuse_reply_buf(req, reinterpret_cast<const char*>(&open_out), sizeof(open_out));
   struct {
     abi::EntryOut entry;
     abi::OpenOut open;
@@ -387,8 +382,8 @@ absl::Status ApplyControlWrite(Filesystem& fs, const Node& node, std::string_vie
     }
     case Kind::kDiskSize: {
       RDFS_ASSIGN_OR_RETURN(uint64_t bytes, ParseDiskSizeValue(text));
-      const int others = bytes < node.disk->size_bytes() ? SettleOpens(*node.disk, 0)
-                                                         : node.disk->opens();
+      const int others =
+          bytes < node.disk->size_bytes() ? SettleOpens(*node.disk, 0) : node.disk->opens();
       RDFS_RETURN_IF_ERROR(node.disk->Resize(bytes, others));
       fs.InvalidateDisk(*node.disk, false);
       Log("disk ", node.disk->name(), " resized to ", node.disk->size_bytes());
@@ -415,10 +410,9 @@ absl::Status ApplyControlWrite(Filesystem& fs, const Node& node, std::string_vie
     }
     case Kind::kDiskMode: {
       RDFS_ASSIGN_OR_RETURN(DataMode mode, ParseModeValue(text));
-      if (mode == DataMode::kDax && fs.connection().initialized &&
-          !fs.connection().passthrough) {
-        return ErrnoStatus(EOPNOTSUPP, absl::StrCat("dax is unavailable here (",
-                                                    fs.table().dax_fallback(), ")"));
+      if (mode == DataMode::kDax && fs.connection().initialized && !fs.connection().passthrough) {
+        return ErrnoStatus(
+            EOPNOTSUPP, absl::StrCat("dax is unavailable here (", fs.table().dax_fallback(), ")"));
       }
       SettleOpens(*node.disk, 0);
       RDFS_RETURN_IF_ERROR(node.disk->SetMode(mode));
@@ -513,8 +507,7 @@ void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fuse_reply_attr(req, &st, kAttrTimeout);
 }
 
-void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
-               fuse_file_info* fi) {
+void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   Filesystem& fs = *FsOf(req);
   Node node = Resolve(fs.table(), ino);
   if (node.kind == Kind::kInvalid) return (void)fuse_reply_err(req, ENOENT);
@@ -735,8 +728,8 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
   Node node{of->kind, of->disk};
   const std::string what = absl::StrCat("write to ", ControlPath(node));
   if (off != 0) {
-    return ReplyControlError(
-        req, what, ErrnoStatus(EINVAL, "control files take one write at offset 0"));
+    return ReplyControlError(req, what,
+                             ErrnoStatus(EINVAL, "control files take one write at offset 0"));
   }
   if (size > kMaxControlWrite) {
     return ReplyControlError(req, what, ErrnoStatus(EINVAL, "control write too long"));
@@ -878,7 +871,8 @@ void OnIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* arg, fuse_f
                                  ErrnoStatus(EACCES, "only root or the mounting user may flush"));
       }
       absl::Status status = disk.Flush(SettleOpens(disk, 0, fi));
-      if (!status.ok()) return ReplyControlError(req, absl::StrCat("BLKFLSBUF ", disk.name()), status);
+      if (!status.ok())
+        return ReplyControlError(req, absl::StrCat("BLKFLSBUF ", disk.name()), status);
       fs.InvalidateDisk(disk, true);
       return (void)fuse_reply_ioctl(req, 0, nullptr, 0);
     }
@@ -896,8 +890,8 @@ void OnFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t l
   if (of->kind != Kind::kDiskFile) return (void)fuse_reply_err(req, EOPNOTSUPP);
   if (offset < 0 || length <= 0) return (void)fuse_reply_err(req, EINVAL);
   // Never ENOSYS: the kernel would turn fallocate off for the whole mount.
-  absl::Status status = of->disk->Fallocate(mode, static_cast<uint64_t>(offset),
-                                            static_cast<uint64_t>(length));
+  absl::Status status =
+      of->disk->Fallocate(mode, static_cast<uint64_t>(offset), static_cast<uint64_t>(length));
   fuse_reply_err(req, StatusToErrno(status));
 }
 
@@ -1042,8 +1036,7 @@ void Filesystem::ReleaseBackingId(Disk& disk) {
 void Filesystem::InvalidateDisk(const Disk& disk, bool data) {
   if (session_ == nullptr) return;
   // -ENOENT just means the kernel holds no inode for it: nothing to drop.
-  fuse_lowlevel_notify_inval_inode(session_, DiskIno(disk.id(), Kind::kDiskFile), data ? 0 : -1,
-                                   0);
+  fuse_lowlevel_notify_inval_inode(session_, DiskIno(disk.id(), Kind::kDiskFile), data ? 0 : -1, 0);
 }
 
 }  // namespace ramdiskfs

@@ -27,8 +27,8 @@ namespace ramdiskfs {
 struct ConnectionState {
   std::atomic<bool> kernel_offers_passthrough{false};
   std::atomic<bool> kernel_offers_allow_mmap{false};
-  std::atomic<bool> passthrough{false};   // BACKING_OPEN works
-  std::atomic<bool> allow_mmap{false};    // FUSE_DIRECT_IO_ALLOW_MMAP negotiated
+  std::atomic<bool> passthrough{false};  // BACKING_OPEN works
+  std::atomic<bool> allow_mmap{false};   // FUSE_DIRECT_IO_ALLOW_MMAP negotiated
   std::atomic<bool> initialized{false};
 };
 
@@ -71,7 +71,9 @@ class Filesystem {
   DiskTable& table() { return *table_; }
   const FilesystemOptions& options() const { return options_; }
   // When the daemon started: the times of directories and control files.
-  struct timespec start_time() const { return start_time_; }
+  struct timespec start_time() const {
+    return start_time_;
+  }
 
   // Called right after the INIT reply went to the kernel: checks that
   // passthrough really works (BACKING_OPEN on a probe file) and sets every

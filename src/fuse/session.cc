@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <memory>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -94,10 +94,12 @@ bool SpliceRead(int fd, abi::OutHeader header, const SpliceReply& reply) {
   loff_t off = static_cast<loff_t>(reply.offset);
   size_t moved = 0;
   while (ok && moved < reply.length) {
-    ssize_t n = splice(reply.fd, &off, pipe.write_fd, nullptr, reply.length - moved,
-                       SPLICE_F_NONBLOCK);
-    if (n <= 0) ok = false;
-    else moved += static_cast<size_t>(n);
+    ssize_t n =
+        splice(reply.fd, &off, pipe.write_fd, nullptr, reply.length - moved, SPLICE_F_NONBLOCK);
+    if (n <= 0)
+      ok = false;
+    else
+      moved += static_cast<size_t>(n);
   }
   if (ok) ok = splice(pipe.read_fd, nullptr, fd, nullptr, total, 0) == static_cast<ssize_t>(total);
   if (!ok) pipe.Close();  // whatever is left in it is garbage now
@@ -194,7 +196,8 @@ const fuse_custom_io kCustomIo = {
 std::string BusyDisks(DiskTable& table) {
   std::vector<std::string> busy;
   for (const auto& disk : table.List()) {
-    if (disk->opens() > 0) busy.push_back(absl::StrCat(disk->name(), " (", disk->opens(), " open)"));
+    if (disk->opens() > 0)
+      busy.push_back(absl::StrCat(disk->name(), " (", disk->opens(), " open)"));
   }
   return busy.empty() ? "none known to the daemon" : absl::StrJoin(busy, ", ");
 }
@@ -238,8 +241,8 @@ void SignalThread(const std::string mountpoint, Filesystem* fs, sigset_t set,
       return;
     }
     if (!told) {
-      Log("cannot unmount ", mountpoint, ": ", strerror(err), "; disks in use: ",
-          BusyDisks(fs->table()),
+      Log("cannot unmount ", mountpoint, ": ", strerror(err),
+          "; disks in use: ", BusyDisks(fs->table()),
           ". Detach loop devices (losetup -d) and close the disk files; the daemon keeps "
           "serving and retries every second");
       told = true;
@@ -290,8 +293,8 @@ int RunSession(const Config& config, Filesystem& fs) {
   }
   if (!config.foreground) LogToSyslog();
 
-  // Reclaim must not recurse into us while we serve a loop device's I/O
-  // (SPEC 6): brd's GFP_NOIO, as a task flag. Worker threads inherit it.
+    // Reclaim must not recurse into us while we serve a loop device's I/O
+    // (SPEC 6): brd's GFP_NOIO, as a task flag. Worker threads inherit it.
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
 #endif
