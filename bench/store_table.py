@@ -22,8 +22,8 @@ def table(data):
     ctx = data.get("context", {})
     lines = [
         f"- Date: {ctx.get('date', '?')}; host {ctx.get('host_name', '?')}, "
-        f"{ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz; "
-        f"build {ctx.get('library_build_type', '?')}",
+        f"{ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz "
+        "(store_bench built Release)",
         "- Command: `build-release/store_bench` (one 256 MiB disk, random aligned offsets; "
         "Read* over written pages, ReadHole over never-written pages)",
         "",
