@@ -446,7 +446,8 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   // end of a disk could not be cut short as the contract says. Cached mode is
   // for page-cache experiments; its O_DIRECT I/O runs synchronously instead.
   conn->want &= ~FUSE_CAP_ASYNC_DIO;
-  conn->max_write = kMaxRequestBytes;  // also caps reads: see kMaxRequestBytes
+  conn->max_write = kMaxWriteBytes;
+  conn->max_read = kMaxReadBytes;  // must equal the max_read mount option (session.cc)
   conn->max_background = 64;
   conn->congestion_threshold = 48;
   conn->time_gran = 1;
@@ -689,7 +690,7 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   }
   Disk& disk = *of->disk;
   const DataMode mode = disk.mode();
-  if (size >= kSpliceMinBytes && size <= kMaxRequestBytes && off % kPageSize == 0 &&
+  if (size >= kSpliceMinBytes && size <= kMaxReadBytes && off % kPageSize == 0 &&
       mode != DataMode::kNull) {
     const uint64_t disk_size = disk.size_bytes();
     const size_t n = static_cast<uint64_t>(off) >= disk_size

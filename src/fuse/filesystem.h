@@ -51,10 +51,12 @@ struct SpliceReply {
 };
 SpliceReply* ThreadSpliceReply();
 
-// Splice needs every page of a reply in one pipe: the largest pipe an
+// Splice needs every page of a read reply in one pipe: the largest pipe an
 // unprivileged process may make is fs.pipe-max-size (1 MiB = 256 pages), and
-// the reply header takes one slot, so requests are capped at 255 pages.
-inline constexpr size_t kMaxRequestBytes = 255 * 4096;
+// the reply header takes one slot, so reads are capped at 255 pages with the
+// max_read mount option. Writes are not spliced and keep libfuse's 1 MiB.
+inline constexpr size_t kMaxReadBytes = 255 * 4096;
+inline constexpr size_t kMaxWriteBytes = 256 * 4096;
 // Below this, pread + writev (2 syscalls) beats vmsplice + 2 splices.
 inline constexpr size_t kSpliceMinBytes = 64 * 1024;
 

@@ -70,7 +70,7 @@ struct ThreadPipe {
     if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return false;
     read_fd = fds[0];
     write_fd = fds[1];
-    int got = fcntl(write_fd, F_SETPIPE_SZ, static_cast<int>(kMaxRequestBytes + 4096));
+    int got = fcntl(write_fd, F_SETPIPE_SZ, static_cast<int>(kMaxReadBytes + 4096));
     capacity = got > 0 ? static_cast<size_t>(got) : 65536;
     return true;
   }
@@ -254,7 +254,8 @@ void SignalThread(const std::string mountpoint, Filesystem* fs, sigset_t set,
 
 int RunSession(const Config& config, Filesystem& fs) {
   std::vector<std::string> args = {"ramdiskfs"};
-  std::string options = "fsname=ramdiskfs,subtype=ramdiskfs,default_permissions";
+  std::string options = absl::StrCat("fsname=ramdiskfs,subtype=ramdiskfs,default_permissions,",
+                                     "max_read=", kMaxReadBytes);
   for (const std::string& opt : config.fuse_options) {
     if (opt == "default_permissions") continue;
     options += "," + opt;
