@@ -39,7 +39,7 @@ void Disk::set_dax_fallback(std::string reason) {
 
 absl::Status Disk::Open(bool for_write) {
   if (for_write && readonly()) {
-    return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+    return ReadOnlyError();
   }
   opens_.fetch_add(1);
   if (for_write) write_opens_.fetch_add(1);
@@ -51,22 +51,34 @@ void Disk::Release(bool for_write) {
   if (for_write) write_opens_.fetch_sub(1);
 }
 
+absl::Status Disk::ReadOnlyError() const {
+  return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+}
+
+size_t Disk::ReadableBytes(uint64_t offset, size_t length) const {
+  const uint64_t size = size_bytes();
+  return offset >= size ? 0 : static_cast<size_t>(std::min<uint64_t>(length, size - offset));
+}
+
+void Disk::CountRead(size_t bytes) {
+  stats_.reads.fetch_add(1, std::memory_order_relaxed);
+  stats_.read_bytes.fetch_add(bytes, std::memory_order_relaxed);
+}
+
 absl::StatusOr<size_t> Disk::Read(uint64_t offset, char* buf, size_t length) {
   size_t n;
   if (mode() == DataMode::kNull) {
-    const uint64_t size = size_bytes();
-    n = offset >= size ? 0 : static_cast<size_t>(std::min<uint64_t>(length, size - offset));
+    n = ReadableBytes(offset, length);
     std::memset(buf, 0, n);
   } else {
     RDFS_ASSIGN_OR_RETURN(n, store_->Read(offset, buf, length));
   }
-  stats_.reads.fetch_add(1, std::memory_order_relaxed);
-  stats_.read_bytes.fetch_add(n, std::memory_order_relaxed);
+  CountRead(n);
   return n;
 }
 
 absl::StatusOr<size_t> Disk::Write(uint64_t offset, const char* buf, size_t length) {
-  if (readonly()) return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+  if (readonly()) return ReadOnlyError();
   size_t n;
   if (mode() == DataMode::kNull) {
     const uint64_t size = size_bytes();
@@ -83,7 +95,7 @@ absl::StatusOr<size_t> Disk::Write(uint64_t offset, const char* buf, size_t leng
 }
 
 absl::Status Disk::Fallocate(int falloc_mode, uint64_t offset, uint64_t length) {
-  if (readonly()) return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+  if (readonly()) return ReadOnlyError();
   const bool keep_size = falloc_mode & kFallocKeepSize;
   const int op = falloc_mode & ~kFallocKeepSize;
   if (op != 0 && op != kFallocPunchHole && op != kFallocZeroRange) {
@@ -109,7 +121,7 @@ absl::Status Disk::Fallocate(int falloc_mode, uint64_t offset, uint64_t length) 
 }
 
 absl::Status Disk::Discard(uint64_t offset, uint64_t length) {
-  if (readonly()) return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+  if (readonly()) return ReadOnlyError();
   if (offset + length < offset) return ErrnoStatus(EINVAL, "offset + length overflows");
   const uint64_t size = size_bytes();
   if (offset + length > size) {
@@ -128,14 +140,14 @@ absl::Status Disk::Flush(int other_opens) {
     return ErrnoStatus(
         EBUSY, absl::StrCat("disk ", name_, " is open (", other_opens, " other opener(s))"));
   }
-  if (readonly()) return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+  if (readonly()) return ReadOnlyError();
   RDFS_RETURN_IF_ERROR(store_->FreeAll());
   stats_.flushes.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
 absl::Status Disk::Resize(uint64_t new_size, int other_opens) {
-  if (readonly()) return ErrnoStatus(EROFS, absl::StrCat("disk ", name_, " is read-only"));
+  if (readonly()) return ReadOnlyError();
   if (new_size > kMaxDiskBytes) {
     return ErrnoStatus(EFBIG,
                        absl::StrCat("size ", new_size, " is above the limit ", kMaxDiskBytes));

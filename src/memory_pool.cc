@@ -68,14 +68,19 @@ uint64_t MemoryPool::PhysicalRamBytes() {
 
 uint64_t MemoryPool::DefaultMaxBytes() { return PhysicalRamBytes() / 2 / kPageSize * kPageSize; }
 
-absl::StatusOr<std::unique_ptr<MemoryPool>> MemoryPool::Create(StoreKind kind, uint64_t max_bytes) {
-  RDFS_ASSIGN_OR_RETURN(max_bytes, RoundUp(max_bytes, kPageSize));
-  if (max_bytes == 0) return absl::InvalidArgumentError("max_memory must be at least 4096");
+absl::StatusOr<uint64_t> MemoryPool::CheckedCap(uint64_t bytes) {
+  RDFS_ASSIGN_OR_RETURN(bytes, RoundUp(bytes, kPageSize));
+  if (bytes == 0) return absl::InvalidArgumentError("max_memory must be at least 4096");
   const uint64_t ram = PhysicalRamBytes();
-  if (ram != 0 && max_bytes > ram) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_memory ", max_bytes, " is larger than the machine's RAM (", ram, " bytes)"));
+  if (ram != 0 && bytes > ram) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_memory ", bytes, " is larger than the machine's RAM (", ram, " bytes)"));
   }
+  return bytes;
+}
+
+absl::StatusOr<std::unique_ptr<MemoryPool>> MemoryPool::Create(StoreKind kind, uint64_t max_bytes) {
+  RDFS_ASSIGN_OR_RETURN(max_bytes, CheckedCap(max_bytes));
   if (kind == StoreKind::kTmpfs || kind == StoreKind::kAuto) {
     absl::StatusOr<int> mount_fd = MountPrivateTmpfs(max_bytes);
     if (mount_fd.ok()) {
@@ -118,13 +123,7 @@ uint64_t MemoryPool::used_bytes() const {
 
 absl::Status MemoryPool::SetMaxBytes(uint64_t bytes) {
   std::lock_guard lock(reconfigure_mu_);
-  RDFS_ASSIGN_OR_RETURN(bytes, RoundUp(bytes, kPageSize));
-  if (bytes == 0) return absl::InvalidArgumentError("max_memory must be at least 4096");
-  const uint64_t ram = PhysicalRamBytes();
-  if (ram != 0 && bytes > ram) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_memory ", bytes, " is larger than the machine's RAM (", ram, ")"));
-  }
+  RDFS_ASSIGN_OR_RETURN(bytes, CheckedCap(bytes));
   const uint64_t used = used_bytes();
   if (bytes < used) {
     return ErrnoStatus(EBUSY, absl::StrCat("max_memory ", bytes, " is below the ", used,

@@ -91,6 +91,11 @@ class Disk {
   // --- data path (what the daemon serves; dax I/O never comes here) -------
   // Read: null mode returns zeros without touching memory. Counts stats.
   absl::StatusOr<size_t> Read(uint64_t offset, char* buf, size_t length);
+  // How many of `length` bytes at `offset` lie inside the disk.
+  size_t ReadableBytes(uint64_t offset, size_t length) const;
+  // Counts one read of `bytes` that was served without Read() (the FUSE
+  // adapter splices large reads from the backing file itself).
+  void CountRead(size_t bytes);
   // Write: EROFS if read-only; ENOSPC at or past the end; cut short at the
   // end; null mode drops the data. Counts stats.
   absl::StatusOr<size_t> Write(uint64_t offset, const char* buf, size_t length);
@@ -131,6 +136,8 @@ class Disk {
   std::vector<std::pair<std::string, std::string>> StatsRows() const;
 
  private:
+  absl::Status ReadOnlyError() const;
+
   const uint64_t id_;
   const std::string name_;
   const std::unique_ptr<PageStore> store_;

@@ -78,6 +78,9 @@ class MemoryPool {
 
  private:
   MemoryPool(StoreKind kind, int mount_fd, uint64_t max_bytes);
+  // `bytes` rounded up to a page. Errors: InvalidArgument if that is 0 or
+  // above PhysicalRamBytes().
+  static absl::StatusOr<uint64_t> CheckedCap(uint64_t bytes);
 
   const StoreKind kind_;
   const int mount_fd_;  // tmpfs: root of the private instance; memfd: -1

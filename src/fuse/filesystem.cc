@@ -347,6 +347,23 @@ int PassthroughWriteOpens(const Disk& disk) {
   return disk.mode() == DataMode::kDax ? disk.write_opens() : 0;
 }
 
+// Deletes disk `name` (rm on the mount, or the `delete` control file): waits
+// for RELEASEs in flight, drops the disk's backing id and the kernel's
+// cached entries for it. An unlink's own directory entry is the kernel's to
+// drop: it holds the root's lock while waiting for us, so notifying it from
+// here would deadlock.
+absl::Status DeleteDisk(Filesystem& fs, const std::string& name, bool by_unlink) {
+  std::shared_ptr<Disk> disk = fs.table().Find(name);
+  if (disk) SettleOpens(*disk, 0);
+  RDFS_RETURN_IF_ERROR(fs.table().Delete(name));
+  if (disk) fs.ReleaseBackingId(*disk);
+  if (!by_unlink)
+    fuse_lowlevel_notify_inval_entry(fs.session(), kRootIno, name.data(), name.size());
+  fuse_lowlevel_notify_inval_entry(fs.session(), kControlDirIno, name.data(), name.size());
+  Log("deleted disk ", name, by_unlink ? " (rm on the mount)" : "");
+  return absl::OkStatus();
+}
+
 absl::Status ApplyControlWrite(Filesystem& fs, const Node& node, std::string_view text) {
   DiskTable& table = fs.table();
   switch (node.kind) {
@@ -365,14 +382,7 @@ absl::Status ApplyControlWrite(Filesystem& fs, const Node& node, std::string_vie
     }
     case Kind::kGlobalDelete: {
       RDFS_ASSIGN_OR_RETURN(std::string name, ParseDeleteCommand(text));
-      std::shared_ptr<Disk> disk = table.Find(name);
-      if (disk) SettleOpens(*disk, 0);
-      RDFS_RETURN_IF_ERROR(table.Delete(name));
-      if (disk) fs.ReleaseBackingId(*disk);
-      fuse_lowlevel_notify_inval_entry(fs.session(), kRootIno, name.data(), name.size());
-      fuse_lowlevel_notify_inval_entry(fs.session(), kControlDirIno, name.data(), name.size());
-      Log("deleted disk ", name);
-      return absl::OkStatus();
+      return DeleteDisk(fs, name, /*by_unlink=*/false);
     }
     case Kind::kGlobalMaxMemory: {
       RDFS_ASSIGN_OR_RETURN(uint64_t bytes, ParseMemorySizeValue(text));
@@ -584,13 +594,8 @@ void OnRename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, 
 void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Filesystem& fs = *FsOf(req);
   if (parent != kRootIno) return (void)fuse_reply_err(req, EPERM);
-  std::shared_ptr<Disk> disk = fs.table().Find(name);
-  if (disk) SettleOpens(*disk, 0);
-  absl::Status status = fs.table().Delete(name);
+  absl::Status status = DeleteDisk(fs, name, /*by_unlink=*/true);
   if (!status.ok()) return ReplyControlError(req, absl::StrCat("rm ", name), status);
-  if (disk) fs.ReleaseBackingId(*disk);
-  fuse_lowlevel_notify_inval_entry(fs.session(), kControlDirIno, name, std::strlen(name));
-  Log("deleted disk ", name, " (rm on the mount)");
   fuse_reply_err(req, 0);
 }
 
@@ -678,7 +683,6 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 // Reads the daemon serves: direct/cached/null disks (dax reads never arrive,
 // except through an open that fell back) and control files.
-// The buffer is per thread: no allocation on the I/O path (SPEC 6).
 void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   OpenFile* of = FileOf(fi);
   if (off < 0) return (void)fuse_reply_err(req, EINVAL);
@@ -689,31 +693,21 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     return (void)fuse_reply_buf(req, c.data() + off, n);
   }
   Disk& disk = *of->disk;
-  const DataMode mode = disk.mode();
   if (size >= kSpliceMinBytes && size <= kMaxReadBytes && off % kPageSize == 0 &&
-      mode != DataMode::kNull) {
-    const uint64_t disk_size = disk.size_bytes();
-    const size_t n = static_cast<uint64_t>(off) >= disk_size
-                         ? 0
-                         : static_cast<size_t>(std::min<uint64_t>(size, disk_size - off));
+      disk.mode() != DataMode::kNull) {
+    const size_t n = disk.ReadableBytes(static_cast<uint64_t>(off), size);
     if (n > 0) {
       SpliceReply* splice = ThreadSpliceReply();
-      *splice = {disk.store().fd(), static_cast<uint64_t>(off), n};
-      disk.stats().reads.fetch_add(1, std::memory_order_relaxed);
-      disk.stats().read_bytes.fetch_add(n, std::memory_order_relaxed);
+      *splice = {&disk.store(), static_cast<uint64_t>(off), n};
+      disk.CountRead(n);
       struct iovec iov = {splice, sizeof(*splice)};
       return (void)fuse_reply_iov(req, &iov, 1);
     }
   }
-  thread_local std::unique_ptr<char[]> buffer;
-  thread_local size_t buffer_size = 0;
-  if (buffer_size < size) {
-    buffer.reset(new char[size]);
-    buffer_size = size;
-  }
-  absl::StatusOr<size_t> n = disk.Read(static_cast<uint64_t>(off), buffer.get(), size);
+  char* buffer = ThreadBuffer(size);
+  absl::StatusOr<size_t> n = disk.Read(static_cast<uint64_t>(off), buffer, size);
   if (!n.ok()) return ReplyError(req, n.status());
-  fuse_reply_buf(req, buffer.get(), *n);
+  fuse_reply_buf(req, buffer, *n);
 }
 
 void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
@@ -962,6 +956,16 @@ const fuse_lowlevel_ops* Filesystem::Ops() { return &kOps; }
 SpliceReply* ThreadSpliceReply() {
   thread_local SpliceReply reply;
   return &reply;
+}
+
+char* ThreadBuffer(size_t size) {
+  thread_local std::unique_ptr<char[]> buffer;
+  thread_local size_t buffer_size = 0;
+  if (buffer_size < size) {
+    buffer.reset(new char[size]);
+    buffer_size = size;
+  }
+  return buffer.get();
 }
 
 bool Filesystem::AfterInit(int device_fd) {

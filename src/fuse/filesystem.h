@@ -45,11 +45,15 @@ struct FilesystemOptions {
 // backing file into /dev/fuse, so the data is copied once (into the
 // reader's pages) instead of twice (pread, then writev). One per thread.
 struct SpliceReply {
-  int fd = -1;
+  const PageStore* store = nullptr;
   uint64_t offset = 0;
   size_t length = 0;
 };
 SpliceReply* ThreadSpliceReply();
+
+// A buffer of at least `size` bytes owned by the calling thread, reused by
+// every request it serves: no allocation on the I/O path (SPEC 6).
+char* ThreadBuffer(size_t size);
 
 // Splice needs every page of a read reply in one pipe: the largest pipe an
 // unprivileged process may make is fs.pipe-max-size (1 MiB = 256 pages), and

@@ -94,8 +94,8 @@ bool SpliceRead(int fd, abi::OutHeader header, const SpliceReply& reply) {
   loff_t off = static_cast<loff_t>(reply.offset);
   size_t moved = 0;
   while (ok && moved < reply.length) {
-    ssize_t n =
-        splice(reply.fd, &off, pipe.write_fd, nullptr, reply.length - moved, SPLICE_F_NONBLOCK);
+    ssize_t n = splice(reply.store->fd(), &off, pipe.write_fd, nullptr, reply.length - moved,
+                       SPLICE_F_NONBLOCK);
     if (n <= 0)
       ok = false;
     else
@@ -106,29 +106,17 @@ bool SpliceRead(int fd, abi::OutHeader header, const SpliceReply& reply) {
   return ok;
 }
 
-// The fallback of SpliceRead: pread into a per-thread buffer, then writev.
+// The fallback of SpliceRead: read into the thread's buffer, then writev.
 ssize_t CopyRead(int fd, abi::OutHeader header, const SpliceReply& reply) {
-  thread_local std::unique_ptr<char[]> buffer;
-  thread_local size_t buffer_size = 0;
-  if (buffer_size < reply.length) {
-    buffer.reset(new char[reply.length]);
-    buffer_size = reply.length;
-  }
-  size_t done = 0;
-  while (done < reply.length) {
-    ssize_t n = pread(reply.fd, buffer.get() + done, reply.length - done,
-                      static_cast<off_t>(reply.offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    done += static_cast<size_t>(n);
-  }
-  if (done < reply.length) {  // cannot happen: the backing file spans the disk
+  char* buffer = ThreadBuffer(reply.length);
+  absl::StatusOr<size_t> n = reply.store->Read(reply.offset, buffer, reply.length);
+  if (!n.ok() || *n < reply.length) {  // cannot happen: the disk is open, so it cannot shrink
     header.len = sizeof(header);
     header.error = -EIO;
     return write(fd, &header, sizeof(header));
   }
   header.len = static_cast<uint32_t>(sizeof(header) + reply.length);
-  struct iovec iov[2] = {{&header, sizeof(header)}, {buffer.get(), reply.length}};
+  struct iovec iov[2] = {{&header, sizeof(header)}, {buffer, reply.length}};
   return writev(fd, iov, 2);
 }
 

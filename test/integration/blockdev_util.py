@@ -15,12 +15,11 @@ import json
 import os
 import pathlib
 import re
-import signal
 import subprocess
 import sys
 import time
 
-from conftest import run, wait_for
+from conftest import run, stop_process, wait_for
 
 MiB = 1 << 20
 
@@ -270,13 +269,7 @@ def direct_reader(disk_path, report_path):
     try:
         yield outcome
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=30)
         text = pathlib.Path(report_path).read_text() if os.path.exists(report_path) else ""
         words = text.split()
         result["status"] = f"exit {proc.returncode}: {text.strip()}"

@@ -42,6 +42,23 @@ def require_fuse():
     _require(BIN.exists(), f"the ramdiskfs binary ({BIN})")
 
 
+def require_ctl():
+    _require(CTL.exists(), f"ramdiskctl ({CTL})")
+
+
+def stop_process(proc, timeout=20):
+    """SIGTERM to a process this code started, wait; SIGKILL after `timeout` s.
+    Returns its exit status. Idempotent."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def require_loop():
     require_fuse()
     _require(os.path.exists("/dev/loop-control"), "/dev/loop-control")
@@ -110,14 +127,7 @@ class Mount:
 
     def stop(self, timeout=20):
         """SIGTERM, wait; returns the exit status. Idempotent."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
 
 def _loops_backed_by(prefix):

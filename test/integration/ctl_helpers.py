@@ -11,9 +11,7 @@ import pathlib
 import re
 import time
 
-import pytest
-
-from conftest import CTL, IN_CI, run
+from conftest import run
 
 # Block ioctls (x86-64 numbers). The _IOR ones carry their answer through
 # FUSE; the _IO() ones carry no data and must get ENOTTY.
@@ -38,14 +36,6 @@ DISK_STATS_KEYS = ["size", "allocated_bytes", "allocated_pages", "mode", "readon
                    "flushes", "fallback"]
 GLOBAL_STATS_KEYS = ["memory_used", "max_memory", "disks", "version"]
 IO_COUNTERS = ["reads", "writes", "read_bytes", "write_bytes"]
-
-
-def require_ctl():
-    if CTL.exists():
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true and ramdiskctl ({CTL}) is missing")
-    pytest.skip(f"ramdiskctl ({CTL}) is missing")
 
 
 def errname(err):

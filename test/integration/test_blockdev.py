@@ -37,7 +37,7 @@ import time
 
 import pytest
 
-from conftest import (CTL, DATA_MODES, IN_CI, is_mounted, loop_device, mounted_fs,
+from conftest import (CTL, DATA_MODES, is_mounted, loop_device, mounted_fs, require_ctl,
                       require_loop, run, wait_for)
 from blockdev_util import (MiB, abort_fuse, allocated, assert_fio_clean, blockdev_size,
                            check_sums, direct_reader, drop_file_cache, fio_verify, flag,
@@ -83,14 +83,6 @@ def start(mount_factory, mode, size, *extra, name="ram0"):
     assert st.get("mode") == mode, f"asked for mode={mode}, the disk says {st}"
     assert str(st.get("fallback", "none")) == "none", f"mode {mode} fell back: {st}"
     return mnt
-
-
-def require_ctl():
-    if CTL.exists():
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true and ramdiskctl ({CTL}) is missing")
-    pytest.skip(f"ramdiskctl ({CTL}) is missing")
 
 
 def ctl_used(mnt, name):

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, PAGE, is_mounted, require_fuse, run, wait_for
+from conftest import BIN, PAGE, is_mounted, require_fuse, run, stop_process, wait_for
 from helpers import KiB, MiB, pattern, read_file, run_expect_exit
 
 
@@ -110,13 +110,7 @@ def test_source_argument_is_ignored(tmp_path):
         assert proc.poll() is None, (tmp_path / "log").read_text()
         assert os.stat(mnt / "ram0").st_size == 4 * MiB
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         if is_mounted(mnt):
             run("umount", "-l", mnt, check=False)
     assert proc.returncode == 0

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BIN, DATA_MODES, MODES, PAGE, require_fuse, run
+from conftest import BIN, DATA_MODES, MODES, PAGE, require_fuse, run, stop_process
 from helpers import (CAP_SYS_RESOURCE, MiB, has_cap, pattern, pread_all, pwrite_all,
                      read_file, run_expect_exit, write_file)
 
@@ -277,13 +277,7 @@ def userns_daemon(tmp_path):
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 def test_without_passthrough_default_falls_back_to_direct(userns_daemon):

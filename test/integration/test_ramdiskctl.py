@@ -13,10 +13,10 @@ import re
 
 import pytest
 
-from conftest import CTL, PAGE, is_mounted, run
+from conftest import CTL, PAGE, is_mounted, require_ctl, run
 from ctl_helpers import (as_nobody, assert_unchanged, close_disk, disk_names, log_lines,
                          mem_total_bytes, one_error_line, pattern, pread_disk, pwrite_disk,
-                         require_ctl, snapshot)
+                         snapshot)
 
 MiB = 1 << 20
 
