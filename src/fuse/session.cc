@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "ramdiskfs/log.h"
@@ -254,6 +255,8 @@ int RunSession(const Config& config, Filesystem& fs) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  // libfuse copies argv into its own allocation when it adds an argument.
+  absl::Cleanup free_args = [&fargs] { fuse_opt_free_args(&fargs); };
 
   fuse_session* se = fuse_session_new(&fargs, Filesystem::Ops(), sizeof(fuse_lowlevel_ops), &fs);
   if (se == nullptr) {
