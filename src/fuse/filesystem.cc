@@ -687,10 +687,15 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   OpenFile* of = FileOf(fi);
   if (off < 0) return (void)fuse_reply_err(req, EINVAL);
   if (of->kind != Kind::kDiskFile) {
+    // The reply is copied out of the open file first: the kernel may wake the
+    // reader, which may close, and another worker may free `of` on RELEASE,
+    // while this thread is still returning from writev().
     const std::string& c = of->content;
     if (static_cast<uint64_t>(off) >= c.size()) return (void)fuse_reply_buf(req, nullptr, 0);
-    size_t n = std::min(size, c.size() - static_cast<size_t>(off));
-    return (void)fuse_reply_buf(req, c.data() + off, n);
+    const size_t n = std::min(size, c.size() - static_cast<size_t>(off));
+    char* buffer = ThreadBuffer(n);
+    std::memcpy(buffer, c.data() + off, n);
+    return (void)fuse_reply_buf(req, buffer, n);
   }
   Disk& disk = *of->disk;
   if (size >= kSpliceMinBytes && size <= kMaxReadBytes && off % kPageSize == 0 &&
