@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds ramdiskfs and runs every test: unit tests, the same under ASan+UBSan
 # and TSan, a short fuzz run of the parsers, and the integration tests that
-# mount the real binary (root, /dev/fuse and loop devices needed).
+# mount the real binary (root, /dev/fuse and loop devices needed), once with
+# the normal build and once with the ASan+UBSan daemon.
 #
 #   scripts/test.sh [--quick] [pytest args...]
 #
@@ -74,6 +75,16 @@ fi
 stage "integration tests (real mounts)"
 RAMDISKFS_BIN=$PWD/build/ramdiskfs /usr/bin/python3 -m pytest test/integration -q \
   --junitxml="$results/integration.xml" "$@" || fail "integration tests"
+
+if ((!quick)) && [[ -x build-asan/ramdiskfs ]]; then
+  # The same suites against the ASan+UBSan daemon, less the long fio stress:
+  # memory errors in the FUSE adapter only show with a real kernel client.
+  stage "integration tests against the ASan+UBSan daemon"
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    RAMDISKFS_BIN=$PWD/build-asan/ramdiskfs /usr/bin/python3 -m pytest test/integration -q \
+    --deselect test/integration/test_blockdev.py::test_stress_fio_verify \
+    --junitxml="$results/integration-asan.xml" "$@" || fail "integration tests (ASan daemon)"
+fi
 
 stage "summary"
 /usr/bin/python3 - "$results" <<'PY'
