@@ -164,7 +164,11 @@ struct OpenFile {
   std::shared_ptr<Disk> disk;
   bool for_write = false;
   bool passthrough = false;
-  std::string content;  // control files: what a read returns (made at open)
+  std::string content;         // control files: what a read returns (made at open)
+  bool bypass_writer = false;  // Disk::AddBypassWriter was called for it
+  // Disk::overflow_events() when this open last reported: a larger number
+  // at fsync/close means bytes were dropped since (ENOSPC).
+  uint64_t overflow_seen = 0;
 };
 
 OpenFile* FileOf(fuse_file_info* fi) { return reinterpret_cast<OpenFile*>(fi->fh); }
@@ -341,12 +345,6 @@ int SettleOpens(const Disk& disk, int allowed, const fuse_file_info* fi = nullpt
   return others;
 }
 
-int PassthroughWriteOpens(const Disk& disk) {
-  // Only dax opens bypass the daemon for writes; direct-mode passthrough
-  // opens send write() to the daemon (FOPEN_DIRECT_IO wins over passthrough).
-  return disk.mode() == DataMode::kDax ? disk.write_opens() : 0;
-}
-
 // Deletes disk `name` (rm on the mount, or the `delete` control file): waits
 // for RELEASEs in flight, drops the disk's backing id and the kernel's
 // cached entries for it. An unlink's own directory entry is the kernel's to
@@ -373,7 +371,7 @@ absl::Status ApplyControlWrite(Filesystem& fs, const Node& node, std::string_vie
       spec.name = request.name;
       spec.size_bytes = request.size_bytes;
       spec.mode = request.mode.value_or(fs.options().default_mode);
-      spec.readonly = request.readonly;
+      spec.readonly = request.readonly || fs.options().readonly;
       spec.attributes = {0600, fs.options().uid, fs.options().gid, absl::Now(), absl::Now()};
       RDFS_ASSIGN_OR_RETURN(std::shared_ptr<Disk> disk, table.Create(std::move(spec)));
       Log("created disk ", disk->name(), " (", disk->size_bytes(), " bytes, ",
@@ -413,7 +411,7 @@ absl::Status ApplyControlWrite(Filesystem& fs, const Node& node, std::string_vie
     }
     case Kind::kDiskReadonly: {
       RDFS_ASSIGN_OR_RETURN(bool readonly, ParseBoolValue(text));
-      RDFS_RETURN_IF_ERROR(node.disk->SetReadonly(readonly, PassthroughWriteOpens(*node.disk)));
+      RDFS_RETURN_IF_ERROR(node.disk->SetReadonly(readonly));
       fs.InvalidateDisk(*node.disk, false);
       Log("disk ", node.disk->name(), readonly ? " is now read-only" : " is now writable");
       return absl::OkStatus();
@@ -426,6 +424,9 @@ absl::Status ApplyControlWrite(Filesystem& fs, const Node& node, std::string_vie
       }
       SettleOpens(*node.disk, 0);
       RDFS_RETURN_IF_ERROR(node.disk->SetMode(mode));
+      // cached and null opens never use the backing id: drop it, so stats
+      // say what is true (the disk is closed, so no open reply carries it).
+      if (mode == DataMode::kCached || mode == DataMode::kNull) fs.ReleaseBackingId(*node.disk);
       // Pages a cached-mode open left in the kernel must not outlive the mode.
       fs.InvalidateDisk(*node.disk, true);
       Log("disk ", node.disk->name(), " mode set to ", DataModeName(mode));
@@ -509,10 +510,10 @@ void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = *FsOf(req);
   Node node = Resolve(fs.table(), ino);
   if (node.kind == Kind::kInvalid) return (void)fuse_reply_err(req, ENOENT);
-  if (node.kind == Kind::kDiskFile && node.disk->mode() == DataMode::kDax) {
-    // A dax write past the end reached the backing file without us; cut it
-    // back before reporting anything (see PageStore::TrimOverflow).
-    (void)node.disk->store().TrimOverflow();
+  if (node.kind == Kind::kDiskFile) {
+    // A dax write past the end reached the backing file without us: cut it
+    // back (or, while the disk grows, take its size) before reporting.
+    node.disk->SyncBackingFile();
   }
   struct stat st = MakeStat(fs, node, ino);
   fuse_reply_attr(req, &st, kAttrTimeout);
@@ -559,10 +560,12 @@ absl::StatusOr<std::shared_ptr<Disk>> CreateDiskFile(Filesystem& fs, fuse_req_t 
                                                      mode_t mode) {
   if (parent != kRootIno) return ErrnoStatus(EPERM, "disks live in the mount's root only");
   if (!S_ISREG(mode)) return ErrnoStatus(EPERM, "only regular files (disks) can be made");
+  if (fs.options().readonly) return ErrnoStatus(EROFS, "the mount is read-only (-o ro)");
   const fuse_ctx* ctx = fuse_req_ctx(req);
   NewDisk spec;
   spec.name = name;
   spec.size_bytes = 0;
+  spec.growing = true;  // copying an image in makes a disk of its size
   spec.mode = fs.options().default_mode;
   // Disks are 0600 whatever the creator's umask allows (SPEC 3); chmod
   // widens them on purpose.
@@ -605,13 +608,19 @@ struct DiskOpenReply {
   int backing_id = 0;
 };
 
-DiskOpenReply DiskOpenFlags(Filesystem& fs, Disk& disk) {
+// `access`: O_RDONLY, O_WRONLY or O_RDWR.
+DiskOpenReply DiskOpenFlags(Filesystem& fs, Disk& disk, int access) {
   DiskOpenReply reply;
   switch (disk.mode()) {
     case DataMode::kDax:
       reply.backing_id = fs.EnsureBackingId(disk);
       if (reply.backing_id > 0) {
         reply.flags = abi::kOpenPassthrough;
+        // Write-only opens (dd of=, cp, rsync, tee) cannot map the disk, so
+        // they lose nothing by writing through the daemon, and they gain a
+        // short write / ENOSPC at the end of the disk the moment it happens
+        // instead of at close (docs/design.md, "Writes past the end").
+        if (access == O_WRONLY) reply.flags |= abi::kOpenDirectIo | abi::kOpenParallelDirectWrites;
       } else {
         reply.flags = abi::kOpenDirectIo | abi::kOpenParallelDirectWrites;
       }
@@ -635,15 +644,27 @@ DiskOpenReply DiskOpenFlags(Filesystem& fs, Disk& disk) {
 
 void OpenDisk(Filesystem& fs, fuse_req_t req, std::shared_ptr<Disk> disk, fuse_file_info* fi,
               const fuse_entry_param* entry) {
-  const bool for_write = (fi->flags & O_ACCMODE) != O_RDONLY;
+  const int access = fi->flags & O_ACCMODE;
+  const bool for_write = access != O_RDONLY;
+  // ENOENT if a delete won the race with this open (its lookup came first).
   if (absl::Status status = disk->Open(for_write); !status.ok()) {
     return ReplyError(req, status);
   }
-  DiskOpenReply how = DiskOpenFlags(fs, *disk);
-  auto* of = new OpenFile{Kind::kDiskFile, disk, for_write, how.backing_id > 0, {}};
+  DiskOpenReply how = DiskOpenFlags(fs, *disk, access);
+  // A passthrough open for reading and writing writes without the daemon:
+  // in dax directly, in direct mode through a shared writable mapping.
+  const bool bypass = how.backing_id > 0 && access == O_RDWR;
+  if (bypass) {
+    if (absl::Status status = disk->AddBypassWriter(); !status.ok()) {
+      disk->Release(for_write);
+      return ReplyError(req, status);
+    }
+  }
+  auto* of = new OpenFile{Kind::kDiskFile,        disk, for_write, how.backing_id > 0, {}, bypass,
+                          disk->overflow_events()};
   if (ReplyOpen(req, entry, reinterpret_cast<uint64_t>(of), how.flags, how.backing_id) != 0) {
     // The opener went away (interrupted): the kernel sends no RELEASE.
-    disk->Release(for_write);
+    disk->Release(for_write, bypass);
     delete of;
   }
 }
@@ -742,29 +763,48 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
   fuse_reply_write(req, size);
 }
 
+// fsync() and close() of an open for writing report bytes a dax write put
+// past the end of the disk since the open last reported (ENOSPC, as a
+// filesystem reports a lost writeback). Returns the errno for the reply.
+int ReportOverflow(OpenFile& of) {
+  if (!of.for_write) return 0;
+  of.disk->SyncBackingFile();
+  const uint64_t events = of.disk->overflow_events();
+  if (events == of.overflow_seen) return 0;
+  of.overflow_seen = events;
+  return ENOSPC;
+}
+
 void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = *FsOf(req);
   OpenFile* of = FileOf(fi);
-  if (of->kind == Kind::kDiskFile && of->passthrough && of->for_write) {
-    (void)of->disk->store().TrimOverflow();
-  }
-  fuse_reply_err(req, 0);
+  if (of->kind != Kind::kDiskFile) return (void)fuse_reply_err(req, 0);
+  const int err = ReportOverflow(*of);
+  // A growing disk takes its final (page-rounded) size at each close, so a
+  // stat right after cp/dd returns shows it.
+  if (of->disk->OnClose()) fs.InvalidateDisk(*of->disk, false);
+  fuse_reply_err(req, err);
 }
 
 void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = *FsOf(req);
   OpenFile* of = FileOf(fi);
   if (of->kind == Kind::kDiskFile) {
-    if (of->passthrough && of->for_write) (void)of->disk->store().TrimOverflow();
-    of->disk->Release(of->for_write);
+    Disk& disk = *of->disk;
+    if (of->passthrough && of->for_write) disk.SyncBackingFile();
+    const bool was_growing = disk.growing();
+    disk.Release(of->for_write, of->bypass_writer);
+    if (was_growing && !disk.growing()) fs.InvalidateDisk(disk, false);
   }
   delete of;
   fuse_reply_err(req, 0);
 }
 
 void OnFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
-  // RAM has nothing to sync; a dax write past the end is cut here too.
+  // RAM has nothing to sync; a dax write past the end is found here too.
   OpenFile* of = FileOf(fi);
-  if (of->kind == Kind::kDiskFile && of->passthrough) (void)of->disk->store().TrimOverflow();
-  fuse_reply_err(req, 0);
+  if (of->kind != Kind::kDiskFile) return (void)fuse_reply_err(req, 0);
+  fuse_reply_err(req, ReportOverflow(*of));
 }
 
 void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {

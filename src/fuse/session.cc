@@ -243,8 +243,11 @@ void SignalThread(const std::string mountpoint, Filesystem* fs, sigset_t set,
 
 int RunSession(const Config& config, Filesystem& fs) {
   std::vector<std::string> args = {"ramdiskfs"};
-  std::string options = absl::StrCat("fsname=ramdiskfs,subtype=ramdiskfs,default_permissions,",
-                                     "max_read=", kMaxReadBytes);
+  // fsname is the source mount(8) passed (or "ramdiskfs"): mount -a then
+  // finds an fstab line already mounted instead of stacking a second mount.
+  std::string options =
+      absl::StrCat("fsname=", config.source, ",subtype=ramdiskfs,default_permissions,",
+                   "max_read=", kMaxReadBytes);
   for (const std::string& opt : config.fuse_options) {
     if (opt == "default_permissions") continue;
     options += "," + opt;
@@ -261,14 +264,14 @@ int RunSession(const Config& config, Filesystem& fs) {
   fuse_session* se = fuse_session_new(&fargs, Filesystem::Ops(), sizeof(fuse_lowlevel_ops), &fs);
   if (se == nullptr) {
     Log("cannot start a FUSE session (bad -o option?)");
-    return 2;
+    return 1;
   }
   fs.set_session(se);
   io_state.fs = &fs;
   if (fuse_session_mount(se, config.mountpoint.c_str()) != 0) {
     Log("cannot mount on ", config.mountpoint);
     fuse_session_destroy(se);
-    return 1;
+    return 32;
   }
   // Same fd, read and written through our io from now on (the INIT request
   // has not been read yet: the loop reads it).
@@ -276,12 +279,12 @@ int RunSession(const Config& config, Filesystem& fs) {
     Log("cannot install the custom io");
     fuse_session_unmount(se);
     fuse_session_destroy(se);
-    return 1;
+    return 32;
   }
   if (fuse_daemonize(config.foreground ? 1 : 0) != 0) {
     fuse_session_unmount(se);
     fuse_session_destroy(se);
-    return 1;
+    return 32;
   }
   if (!config.foreground) LogToSyslog();
 
@@ -321,7 +324,7 @@ int RunSession(const Config& config, Filesystem& fs) {
   signals.join();
   fuse_session_unmount(se);
   fuse_session_destroy(se);
-  if (fs.fatal()) return 2;
+  if (fs.fatal()) return 32;
   if (loop_status < 0 && loop_status != -ENODEV) {
     Log("request loop ended with ", strerror(-loop_status));
   }
