@@ -9,9 +9,10 @@ import sys
 
 import pytest
 
-from conftest import DATA_MODES, run
-from helpers import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MiB, fallocate, pattern,
-                     pread_all, read_file)
+from support.io import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate, pattern, pread_all,
+                        read_file)
+from support.mounts import DATA_MODES, run
+from support.units import MiB
 
 CHUNK = 256 * 1024
 
@@ -23,7 +24,7 @@ def fill_until_enospc(path, limit):
     written = 0
     try:
         while written < limit:
-            data = pattern(written // CHUNK, CHUNK)
+            data = pattern(CHUNK, seed=written // CHUNK)
             try:
                 n = os.pwrite(fd, data, written)
             except OSError as e:
@@ -45,11 +46,11 @@ def check_intact(path, written):
     fd = os.open(path, os.O_RDONLY)
     try:
         for i in range(written // CHUNK):
-            assert pread_all(fd, CHUNK, i * CHUNK) == pattern(i, CHUNK), f"chunk {i} lost"
+            assert pread_all(fd, CHUNK, i * CHUNK) == pattern(CHUNK, seed=i), f"chunk {i} lost"
         rest = written % CHUNK
         if rest:
             i = written // CHUNK
-            assert pread_all(fd, rest, i * CHUNK) == pattern(i, CHUNK)[:rest]
+            assert pread_all(fd, rest, i * CHUNK) == pattern(CHUNK, seed=i)[:rest]
     finally:
         os.close(fd)
 
@@ -77,11 +78,11 @@ def test_write_beyond_cap_is_enospc(mount_factory, mode):
     try:
         fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 2 * MiB)
         assert mnt.stats()["memory_used"] <= used - 2 * MiB
-        assert os.pwrite(fd, pattern(99, MiB), 40 * MiB) == MiB
-        assert pread_all(fd, MiB, 40 * MiB) == pattern(99, MiB)
+        assert os.pwrite(fd, pattern(MiB, seed=99), 40 * MiB) == MiB
+        assert pread_all(fd, MiB, 40 * MiB) == pattern(MiB, seed=99)
     finally:
         os.close(fd)
-    assert read_file(disk, CHUNK, 2 * MiB) == pattern(2 * MiB // CHUNK, CHUNK)
+    assert read_file(disk, CHUNK, 2 * MiB) == pattern(CHUNK, seed=2 * MiB // CHUNK)
 
 
 def test_null_mode_ignores_the_cap(mount_factory):

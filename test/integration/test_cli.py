@@ -7,8 +7,10 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, PAGE, is_mounted, require_fuse, run, stop_process, wait_for
-from helpers import KiB, MiB, pattern, read_file, run_expect_exit
+from support.io import pattern, read_file
+from support.mounts import BIN, is_mounted, run, run_expect_exit, stop_process, wait_for
+from support.require import require_fuse
+from support.units import KiB, MiB, PAGE
 
 
 def disk_names(mnt):
@@ -85,7 +87,7 @@ def test_dash_o_forms(mount_factory):
 
 def test_dash_o_disk_and_fuse_options_together(mount_factory, tmp_path):
     img = tmp_path / "img"
-    img.write_bytes(pattern(5, 4096))
+    img.write_bytes(pattern(4096, seed=5))
     mnt = mount_factory("-o", f"disk=one:4M:mode=cached,disk=two::image={img},"
                         "fsname=myramdisk,rw,dev,suid", wait_disks=["one", "two"])
     assert mnt.stats("one")["mode"] == "cached"
@@ -179,7 +181,7 @@ def sparse_image(tmp_path):
     """A sparse image: 4 KiB of data at 0, 8 KiB at 1 MiB, 1000 bytes at 3 MiB; total size
     3 MiB + 1000 bytes (not a multiple of 512)."""
     img = tmp_path / "disk.img"
-    chunks = {0: pattern(1, 4096), MiB: pattern(2, 8192), 3 * MiB: pattern(3, 1000)}
+    chunks = {0: pattern(4096, seed=1), MiB: pattern(8192, seed=2), 3 * MiB: pattern(1000, seed=3)}
     fd = os.open(img, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for off, data in chunks.items():

@@ -13,12 +13,13 @@ import re
 
 import pytest
 
-from conftest import CTL, PAGE, is_mounted, require_ctl, run
-from ctl_helpers import (as_nobody, assert_unchanged, close_disk, disk_names, log_lines,
-                         mem_total_bytes, one_error_line, pattern, pread_disk, pwrite_disk,
-                         snapshot)
+from support.ctl import (as_nobody, assert_unchanged, close_disk, disk_names, log_lines,
+                         one_error_line, pread_disk, pwrite_disk, snapshot)
+from support.io import mem_total_bytes, pattern
+from support.mounts import CTL, is_mounted, run
+from support.require import require_ctl
+from support.units import MiB, PAGE
 
-MiB = 1 << 20
 
 STRERROR = {e: os.strerror(e) for e in (errno.EINVAL, errno.ENOENT, errno.EEXIST, errno.EBUSY,
                                         errno.EACCES, errno.ENAMETOOLONG, errno.ENOTDIR)}
