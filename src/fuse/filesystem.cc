@@ -672,6 +672,7 @@ void OpenDisk(Filesystem& fs, fuse_req_t req, std::shared_ptr<Disk> disk, fuse_f
 void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
               fuse_file_info* fi) {
   Filesystem& fs = *FsOf(req);
+  fs.WaitUntilInitialized();
   absl::StatusOr<std::shared_ptr<Disk>> disk = CreateDiskFile(fs, req, parent, name, mode);
   if (!disk.ok()) return ReplyControlError(req, absl::StrCat("create ", name), disk.status());
   fuse_entry_param e;
@@ -682,6 +683,7 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 
 void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = *FsOf(req);
+  fs.WaitUntilInitialized();
   Node node = Resolve(fs.table(), ino);
   if (node.kind == Kind::kInvalid) return (void)fuse_reply_err(req, ENOENT);
   if (IsDirectory(node.kind)) return (void)fuse_reply_err(req, EISDIR);
@@ -1039,8 +1041,12 @@ bool Filesystem::AfterInit(int device_fd) {
     }
   }
   connection_.passthrough = reason.empty();
-  connection_.initialized = true;
   table_->SetDaxFallback(reason);
+  {
+    std::lock_guard lock(init_mu_);
+    connection_.initialized = true;
+  }
+  init_cv_.notify_all();
   if (reason.empty()) {
     Log("passthrough available: dax mode is on");
     return true;
@@ -1052,6 +1058,14 @@ bool Filesystem::AfterInit(int device_fd) {
   }
   Log("dax mode unavailable (", reason, "): disks in dax mode fall back to direct");
   return true;
+}
+
+void Filesystem::WaitUntilInitialized() {
+  if (connection_.initialized.load(std::memory_order_acquire)) return;
+  // Bounded: should AfterInit never run (the INIT reply failed), serve on.
+  std::unique_lock lock(init_mu_);
+  init_cv_.wait_for(lock, std::chrono::seconds(5),
+                    [this] { return connection_.initialized.load(); });
 }
 
 int Filesystem::EnsureBackingId(Disk& disk) {

@@ -16,6 +16,8 @@
 #include <time.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 
 #include "ramdiskfs/disk_table.h"
@@ -88,6 +90,12 @@ class Filesystem {
   bool AfterInit(int device_fd);
   // Set by AfterInit when dax was required and is unavailable.
   bool fatal() const { return fatal_.load(); }
+  // The kernel wakes requests waiting for INIT as soon as it has read our
+  // INIT reply, before AfterInit has probed passthrough: an OPEN served in
+  // that window would be answered with the fallback modes and a stats read
+  // would say "not_connected". Handlers whose reply depends on the probe
+  // call this first; it returns at once after AfterInit (one atomic load).
+  void WaitUntilInitialized();
 
   // Registers the disk's backing file with the kernel once (FUSE-FACTS 1.4:
   // one backing id per inode, kept until the disk is deleted). Returns the
@@ -105,6 +113,8 @@ class Filesystem {
   int device_fd_ = -1;
   ConnectionState connection_;
   std::atomic<bool> fatal_{false};
+  std::mutex init_mu_;
+  std::condition_variable init_cv_;
   struct timespec start_time_;
 };
 

@@ -243,3 +243,24 @@ def run_expect_exit(argv, timeout=20, cwd=None):
         raise AssertionError(f"{argv} did not exit within {timeout}s (it should have refused "
                              f"to start); stderr: {err!r}")
     return proc.returncode, out, err
+
+
+def daemon_pids_for(mountpoint):
+    """Pids of ramdiskfs processes whose command line names `mountpoint`."""
+    pids = []
+    real = os.path.realpath(BIN)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.path.realpath(f"/proc/{entry}/exe") != real:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and str(mountpoint).encode() in args:
+            pids.append(int(entry))
+    return pids
