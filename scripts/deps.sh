@@ -8,8 +8,8 @@ want=${1:-build}
 packages=(build-essential cmake pkg-config libfuse3-dev fuse3 libabsl-dev libgtest-dev
           libbenchmark-dev)
 if [[ $want == test || $want == bench ]]; then
-  packages+=(python3 python3-pytest e2fsprogs fdisk util-linux fio clang libclang-rt-14-dev
-             clang-format)
+  packages+=(python3 python3-pytest e2fsprogs fdisk util-linux fio qemu-utils rsync clang
+             libclang-rt-14-dev clang-format)
 fi
 if [[ $want == bench ]]; then
   packages+=(nbdkit libnbd-bin gnuplot-nox)
