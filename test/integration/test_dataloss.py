@@ -221,7 +221,7 @@ def _opener(path, seconds, errors):
         time.sleep(0.002)  # a window in which the disk is closed, so a delete can win
 
 
-@pytest.mark.parametrize("mode", DATA_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_delete_racing_open_leaks_nothing(mount_factory, mode):
     seconds = float(os.environ.get("RAMDISKFS_RACE_SECONDS", "20"))
     mnt = mount_factory("--mode", mode, "--disk", "ram0:1M", wait_disks=["ram0"])
