@@ -36,8 +36,25 @@ def mount_factory(tmp_path):
         return mnt
 
     yield make
+    reports = []
     for mnt in reversed(made):
         teardown_mount(mnt)
+        # A sanitizer build of the daemon (scripts/test.sh runs the suites against one)
+        # reports memory errors and leaks in its log, often only at exit: make them fail
+        # the test that provoked them instead of scrolling by.
+        log = mnt.log()
+        for marker in SANITIZER_MARKERS:
+            if marker in log:
+                start = log.index(marker)
+                reports.append(f"{mnt.log_path}: {log[start:start + 3000]}")
+                break
+    if reports:
+        pytest.fail("the daemon's sanitizer reported:\n" + "\n".join(reports))
+
+
+# What ASan, LSan, UBSan and TSan print first when they find something.
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
 
 
 @pytest.fixture
