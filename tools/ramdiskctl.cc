@@ -511,7 +511,8 @@ absl::StatusOr<std::vector<Column>> SelectColumns(const std::optional<std::strin
                                                   const std::vector<std::string>& keys) {
   if (output_all) return AllColumns(keys);
   std::vector<Column> columns;
-  absl::string_view list = output.value_or("");
+  const std::string text = output.value_or("");
+  absl::string_view list = text;
   if (!output || absl::ConsumePrefix(&list, "+")) {
     for (const ColumnInfo& info : kColumns) {
       if (info.is_default) columns.push_back(ColumnOf(info));
@@ -689,7 +690,7 @@ absl::Status WriteDiskFile(const Request& request, const std::string& disk, absl
   auto mount = Mount(request);
   if (!mount.ok()) return mount.status();
   return WriteFile(DiskControlPath(*mount, disk, file), absl::StrCat(value, "\n"),
-                   absl::StrCat("cannot write '", value, "' to ", file, " of disk '", disk, "'"));
+                   absl::StrCat("cannot write '", value, "' to .control/", disk, "/", file));
 }
 
 absl::Status PrintFile(const std::string& path, absl::string_view what) {
