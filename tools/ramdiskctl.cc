@@ -685,19 +685,44 @@ absl::StatusOr<std::string> Mount(const Request& request) {
   return ResolveMount(request.options.mount);
 }
 
-absl::Status WriteDiskFile(const Request& request, const std::string& disk, absl::string_view file,
-                           absl::string_view value) {
-  auto mount = Mount(request);
-  if (!mount.ok()) return mount.status();
-  return WriteFile(DiskControlPath(*mount, disk, file), absl::StrCat(value, "\n"),
-                   absl::StrCat("cannot write '", value, "' to .control/", disk, "/", file));
+// Writes `value` and a "\n" to MOUNT/.control/RELATIVE in one write().
+absl::Status WriteControl(const std::string& mount, absl::string_view relative,
+                          absl::string_view value) {
+  return WriteFile(ControlPath(mount, relative), absl::StrCat(value, "\n"),
+                   absl::StrCat("cannot write '", value, "' to .control/", relative));
 }
 
-absl::Status PrintFile(const std::string& path, absl::string_view what) {
-  auto text = ReadFile(path, what);
+// Prints MOUNT/.control/RELATIVE as it reads.
+absl::Status PrintControl(const std::string& mount, absl::string_view relative) {
+  auto text =
+      ReadFile(ControlPath(mount, relative), absl::StrCat("cannot read .control/", relative));
   if (!text.ok()) return text.status();
   std::fputs(text->c_str(), stdout);
   return absl::OkStatus();
+}
+
+struct FileValue {
+  absl::string_view file;
+  std::string value;
+};
+
+// Writes each value to its file of `disk`, in order, one write() each. Stops
+// at the first failure; the writes before it stay done.
+absl::Status WriteDiskFiles(const Request& request, const std::string& disk,
+                            const std::vector<FileValue>& writes) {
+  auto mount = Mount(request);
+  if (!mount.ok()) return mount.status();
+  for (const auto& [file, value] : writes) {
+    if (auto status = WriteControl(*mount, absl::StrCat(disk, "/", file), value); !status.ok()) {
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteDiskFile(const Request& request, const std::string& disk, absl::string_view file,
+                           absl::string_view value) {
+  return WriteDiskFiles(request, disk, {{file, std::string(value)}});
 }
 
 absl::Status RunList(const Request& request) {
@@ -834,14 +859,9 @@ absl::Status ShowOrSet(const Request& request, bool disk, absl::string_view file
   }
   auto mount = Mount(request);
   if (!mount.ok()) return mount.status();
-  if (!value) {
-    const std::string path = disk ? DiskControlPath(*mount, name, file) : ControlPath(*mount, file);
-    return PrintFile(path, disk ? absl::StrCat("cannot read ", file, " of disk '", name, "'")
-                                : absl::StrCat("cannot read ", file));
-  }
-  if (disk) return WriteDiskFile(request, name, file, *value);
-  return WriteFile(ControlPath(*mount, file), absl::StrCat(*value, "\n"),
-                   absl::StrCat("cannot write '", *value, "' to ", file));
+  const std::string relative = disk ? absl::StrCat(name, "/", file) : std::string(file);
+  if (!value) return PrintControl(*mount, relative);
+  return WriteControl(*mount, relative, *value);
 }
 
 absl::Status RunMode(const Request& request) { return ShowOrSet(request, true, "mode", ModeValue); }
@@ -887,52 +907,53 @@ const FaultFile* FaultFileFor(absl::string_view file) {
   return nullptr;
 }
 
-// `fault NAME [FILE [VALUE...]]`: shows every fault file (one "FILE LINE" line
-// per line of each, as the stats files read), shows one, sets one (the VALUEs
-// joined by spaces, one write), or with FILE `clear` turns every fault off.
+// Prints one "FILE LINE" line per line of each file, as the stats files read.
+absl::Status PrintFaultFiles(const Request& request, const std::string& disk,
+                             const std::vector<const FaultFile*>& files) {
+  auto mount = Mount(request);
+  if (!mount.ok()) return mount.status();
+  for (const FaultFile* fault : files) {
+    auto text = ReadFile(DiskControlPath(*mount, disk, fault->file),
+                         absl::StrCat("cannot read .control/", disk, "/", fault->file));
+    if (!text.ok()) return text.status();
+    for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+      absl::PrintF("%s %s\n", fault->file, line);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// `fault NAME [FILE [VALUE...]]`: shows every fault file or one, sets one (the
+// VALUEs joined by spaces, one write), or with FILE `clear` turns every fault off.
 absl::Status RunFault(const Request& request) {
   auto name = DiskOperand(request);
   if (!name.ok()) return name.status();
   const std::vector<std::string>& operands = request.operands;
-  std::vector<const FaultFile*> files;
   if (operands.size() == 1) {
-    for (const FaultFile& fault : kFaultFiles) files.push_back(&fault);
-  } else if (operands[1] == kFaultClear) {
+    std::vector<const FaultFile*> all;
+    for (const FaultFile& fault : kFaultFiles) all.push_back(&fault);
+    return PrintFaultFiles(request, *name, all);
+  }
+  if (operands[1] == kFaultClear) {
     if (operands.size() > 2) return Error("fault: 'clear' takes no value");
-  } else if (const FaultFile* fault = FaultFileFor(operands[1])) {
-    files.push_back(fault);
-  } else {
-    std::vector<absl::string_view> names;
-    for (const FaultFile& f : kFaultFiles) names.push_back(f.file);
-    return Error(absl::StrCat("fault: unknown file '", operands[1], "' (",
-                              absl::StrJoin(names, ", "), " or clear)"));
-  }
-  if (operands.size() > 2) {
-    const std::string value =
-        absl::StrJoin(std::vector<std::string>(operands.begin() + 2, operands.end()), " ");
-    if (absl::StrContains(value, '\n')) return Error("fault: a value is one line");
-    return WriteDiskFile(request, *name, files[0]->file, value);
-  }
-  if (operands.size() == 2 && operands[1] == kFaultClear) {
+    std::vector<FileValue> writes;
     for (const FaultFile& fault : kFaultFiles) {
-      if (fault.off.empty()) continue;
-      if (auto status = WriteDiskFile(request, *name, fault.file, fault.off); !status.ok()) {
-        return status;
-      }
+      if (!fault.off.empty()) writes.push_back({fault.file, std::string(fault.off)});
     }
-    return absl::OkStatus();
+    return WriteDiskFiles(request, *name, writes);
   }
-  auto mount = Mount(request);
-  if (!mount.ok()) return mount.status();
-  for (const FaultFile* fault : files) {
-    auto text = ReadFile(DiskControlPath(*mount, *name, fault->file),
-                         absl::StrCat("cannot read ", fault->file, " of disk '", *name, "'"));
-    if (!text.ok()) return text.status();
-    for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
-      std::printf("%s %s\n", std::string(fault->file).c_str(), std::string(line).c_str());
-    }
+  const FaultFile* fault = FaultFileFor(operands[1]);
+  if (fault == nullptr) {
+    std::vector<absl::string_view> files;
+    for (const FaultFile& f : kFaultFiles) files.push_back(f.file);
+    return Error(absl::StrCat("fault: unknown file '", operands[1], "' (",
+                              absl::StrJoin(files, ", "), " or clear)"));
   }
-  return absl::OkStatus();
+  if (operands.size() == 2) return PrintFaultFiles(request, *name, {fault});
+  const std::string value =
+      absl::StrJoin(std::vector<std::string>(operands.begin() + 2, operands.end()), " ");
+  if (absl::StrContains(value, '\n')) return Error("fault: a value is one line");
+  return WriteDiskFile(request, *name, fault->file, value);
 }
 
 // `powercut NAME [--policy P] [--seed S]`: sets the policy and the seed if
@@ -951,17 +972,11 @@ absl::Status RunPowercut(const Request& request) {
     return Error(absl::StrCat("powercut: --seed '", *options.seed,
                               "' is not a number from 0 to 18446744073709551615"));
   }
-  if (options.policy) {
-    if (auto s = WriteDiskFile(request, *name, "powercut_policy", *options.policy); !s.ok()) {
-      return s;
-    }
-  }
-  if (options.seed) {
-    if (auto s = WriteDiskFile(request, *name, "powercut_seed", absl::StrCat(seed)); !s.ok()) {
-      return s;
-    }
-  }
-  return WriteDiskFile(request, *name, "power", "0");
+  std::vector<FileValue> writes;
+  if (options.policy) writes.push_back({"powercut_policy", *options.policy});
+  if (options.seed) writes.push_back({"powercut_seed", absl::StrCat(seed)});
+  writes.push_back({"power", "0"});
+  return WriteDiskFiles(request, *name, writes);
 }
 
 absl::Status RunPoweron(const Request& request) {
