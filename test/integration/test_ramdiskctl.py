@@ -19,7 +19,7 @@ import threading
 
 import pytest
 
-from conftest import CTL, BIN, PAGE, ROOT, is_mounted, require_ctl, run
+from conftest import BIN, CTL, PAGE, ROOT, is_mounted, require_ctl, run
 from ctl_helpers import (as_nobody, assert_unchanged, close_disk, disk_names, log_lines,
                          mem_total_bytes, one_error_line, pattern, pread_disk, pwrite_disk,
                          snapshot)
@@ -85,7 +85,7 @@ def column_name(key):
     return key.upper().replace("_", "-")
 
 
-# ---- help, version ---------------------------------------------------------------------------
+# ---- help, version ------------------------------------------------------------------------------
 
 
 def help_sections():
@@ -138,7 +138,7 @@ def test_help_and_version():
     assert ok("-V") == ok("--version")
 
 
-# ---- list ---------------------------------------------------------------------------------
+# ---- list ---------------------------------------------------------------------------------------
 
 
 def test_list_table(two_disks):
@@ -287,7 +287,7 @@ def test_list_empty_mount(mount_factory):
     assert json.loads(ok("list", "--json", mnt.path)) == {"ramdisks": []}
 
 
-# ---- create / delete ---------------------------------------------------------------------------
+# ---- create / delete ----------------------------------------------------------------------------
 
 
 def test_create_and_delete(two_disks):
@@ -342,7 +342,7 @@ def test_delete_errors(two_disks):
     assert "ram0" in disk_names(mnt)
 
 
-# ---- resize, flush, discard ----------------------------------------------------------------------
+# ---- resize, flush, discard ---------------------------------------------------------------------
 
 
 def test_resize(two_disks):
@@ -609,7 +609,7 @@ def test_autodetect_none_or_several(mount_factory):
     assert result.returncode == 0, result.stderr
 
 
-# ---- permissions ----------------------------------------------------------------------------------
+# ---- permissions --------------------------------------------------------------------------------
 
 
 def test_other_user_lists_but_cannot_change(mount_factory):
@@ -634,7 +634,7 @@ def test_other_user_lists_but_cannot_change(mount_factory):
     assert_unchanged(mnt, before, "the other user's ramdiskctl commands")
 
 
-# ---- fault, cache, powercut, poweron against a fake control tree ------------------------------------
+# ---- fault, cache, powercut, poweron against a fake control tree --------------------------------
 #
 # The daemon side of these files is built on other branches; here a plain
 # directory laid out like MOUNT/.control (selected with --mount) shows exactly
@@ -817,7 +817,7 @@ def test_missing_control_file(fake):
     assert written(fake) == {"powercut_policy": b"torn\n"}, "the steps before the failure stay"
 
 
-# ---- bash completion --------------------------------------------------------------------------------
+# ---- bash completion ----------------------------------------------------------------------------
 
 
 def complete(script, *words, env=None, with_bash_completion=False):
@@ -908,7 +908,7 @@ def test_ramdiskfs_completion(tmp_path):
     assert complete(FS_COMPLETION, BIN, f"{tmp_path}/") == [str(tmp_path / "mnt")]
 
 
-# ---- the man page -----------------------------------------------------------------------------------
+# ---- the man page -------------------------------------------------------------------------------
 
 
 def man_sections():
