@@ -424,6 +424,8 @@ constexpr ColumnInfo kColumns[] = {
      "open files of the disk (mappings and loop devices hold one)"},
     {"PASSTHROUGH", "passthrough", CellType::kBoolean, false,
      "the disk is open through FUSE passthrough"},
+    {"GROWING", "growing", CellType::kBoolean, false,
+     "a disk made through the tree that still grows with its writes"},
 };
 
 // "write_bytes" -> "WRITE-BYTES", util-linux's spelling of column names.

@@ -267,14 +267,15 @@ def test_output_all_is_every_stats_key(two_disks):
     st = mnt.stats("ram0")
     header = table(ok("--output-all", mnt.path))[0]
     assert header[:len(DEFAULT_COLUMNS)] == DEFAULT_COLUMNS
-    named = {"name", "size", "allocated_bytes", "mode", "readonly", "opens", "passthrough"}
+    named = {"name", "size", "allocated_bytes", "mode", "readonly", "opens", "passthrough",
+             "growing"}
     for key in st:
         if key not in named:
             assert column_name(key) in header, key
     row = json.loads(ok("--output-all", "--json", "ram0", mnt.path))["ramdisks"][0]
     for key, value in st.items():
         name = {"allocated_bytes": "used", "readonly": "ro"}.get(key, column_name(key).lower())
-        if key in ("readonly", "passthrough"):
+        if key in ("readonly", "passthrough", "growing"):
             assert row[name] is bool(value), key
         else:
             assert row[name] == value and type(row[name]) is type(value), key
@@ -314,7 +315,7 @@ def test_create_errors(two_disks):
     mnt = two_disks
     before, lines = snapshot(mnt), len(log_lines(mnt))
     # Bad usage: checked locally, exit 1, nothing written (the daemon logs nothing).
-    for args in (["x", "12Q"], ["x", "-1"], ["x", "1.5G"], ["x", "99999999999999999999"],
+    for args in (["x", "12Q"], ["x", "-1"], ["x", "1.5"], ["x", "99999999999999999999"],
                  ["x", "9223372036854775807"], ["x", ""], ["a/b", "1M"], ["..", "1M"],
                  [".hidden", "1M"], ["x", "1M", "--mode", "fast"], ["x"], [],
                  ["x", "1M", "y"], ["x", "1M", "--policy", "torn"]):
@@ -459,7 +460,7 @@ def test_max_memory(two_disks):
     assert ok("max-memory", "256M", mnt.path) == ""
     assert mnt.read_control("max_memory") == f"{256 * MiB}\n"
     assert ok("max-memory", mnt.path) == f"{256 * MiB}\n"
-    fails(errno.EINVAL, "max-memory", "1.5G", mnt.path)
+    fails(errno.EINVAL, "max-memory", "1.5", mnt.path)
     fails(errno.EINVAL, "max-memory", "0", mnt.path)
     fails(errno.EINVAL, "max-memory", str(2 * mem_total_bytes()), mnt.path)  # beyond RAM
     fails(errno.EBUSY, "max-memory", "4096", mnt.path)  # below what is in use
