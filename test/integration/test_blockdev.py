@@ -81,8 +81,8 @@ def start(mount_factory, mode, size, *extra, name="ram0"):
 
 def ctl_used(mnt, name):
     """The USED figure `ramdiskctl list --json` prints for disk `name`."""
-    out = run(CTL, "list", mnt.path, "--json").stdout
-    (disk,) = [d for d in json.loads(out)["disks"] if d["name"] == name]
+    out = run(CTL, "list", name, mnt.path, "--json", "--output", "USED").stdout
+    (disk,) = json.loads(out)["ramdisks"]
     return disk["used"]
 
 
