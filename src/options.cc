@@ -483,7 +483,7 @@ std::string UsageText(std::string_view program) {
       "\n"
       "RAM disks as files: each disk is a fixed-size regular file in MOUNTPOINT whose\n"
       "pages live in memory. The store is sparse: an unwritten page costs no RAM.\n"
-      "MOUNTPOINT/.control/ holds the control files (see docs/control.md). SOURCE,\n"
+      "MOUNTPOINT/.control/ holds the control files (see ramdiskfs(8)). SOURCE,\n"
       "which mount(8) passes (\"none\"), is ignored.\n"
       "\n"
       "Disks:\n"
