@@ -98,6 +98,7 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   Config config = *std::move(parsed);
+  InitLog(/*will_detach=*/!config.foreground);
   if (config.show_help) {
     fputs(UsageText("ramdiskfs").c_str(), stdout);
     return 0;
