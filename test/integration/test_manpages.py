@@ -271,3 +271,34 @@ def test_systemd_config_keys_match_helper():
     documented -= {"yes", "no"}
     assert accepted >= {"mountpoint", "disk", "persist"}, accepted
     assert accepted == documented
+
+
+# ---- bash completion -----------------------------------------------------------------
+
+
+def _complete(script, *words):
+    """What bash completion offers for the command line `words` (the last is the
+    word being completed)."""
+    line = " ".join(shlex.quote(w) for w in words)
+    prog = f"""
+source /usr/share/bash-completion/bash_completion
+source {shlex.quote(str(script))}
+COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}
+COMP_LINE={shlex.quote(" ".join(words))}; COMP_POINT=${{#COMP_LINE}}
+_ramdiskfs ramdiskfs "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+printf '%s\\n' "${{COMPREPLY[@]}}"
+"""
+    res = run("bash", "-c", prog)
+    return set(res.stdout.split())
+
+
+def test_completion_matches_help():
+    script = ROOT / "completion" / "ramdiskfs"
+    if not os.path.exists("/usr/share/bash-completion/bash_completion"):
+        pytest.fail("bash-completion is not installed (it is on Debian by default)")
+    text = help_text(BIN)
+    assert _complete(script, "ramdiskfs", "-") == help_options(text)
+    assert _complete(script, "ramdiskfs", "/mnt", "-o", "") == \
+        {o + "=" if o != "allow_other" else o for o in help_mount_options(text)}
+    assert _complete(script, "ramdiskfs", "/mnt", "-o", "disks=2,ma") == {"disks=2,max_memory="}
+    assert _complete(script, "ramdiskfs", "/mnt", "--mode", "d") == {"dax", "direct"}
