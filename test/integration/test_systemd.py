@@ -187,6 +187,7 @@ def test_unit_notify_save_and_load(service_factory, tmp_path):
     sizes = {p.name: p.stat().st_size for p in images.iterdir()}
     assert sizes == {"ram0.img": 64 * MiB, "big.img": 1 << 30, "extra.img": 8 * MiB}
     allocated = {p.name: p.stat().st_blocks * 512 for p in images.iterdir()}
+    print("allocated image bytes:", allocated)
     assert allocated["big.img"] <= 1 * MiB, f"the image is not sparse: {allocated}"
     assert allocated["ram0.img"] <= 2 * MiB, allocated
     # The journal got the daemon's lines with sd-daemon priority prefixes.
