@@ -40,7 +40,7 @@ cleanup() {
 }
 daemon_pids() {
   for p in /proc/[0-9]*; do
-    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q "ramdiskfs.* $mnt\( \|$\)" && echo "${p#/proc/}"
+    { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q "ramdiskfs.* $mnt\( \|$\)" && echo "${p#/proc/}"
   done
 }
 restore_packages() {  # purge what the install pulled in (not there before it)

@@ -18,6 +18,8 @@ namespace {
 
 enum class Sink { kStderr, kJournal, kSyslog, kSavedStderr };
 
+constexpr char kRootLogFile[] = "/run/ramdiskfs.log";
+
 std::atomic<Sink> sink{Sink::kStderr};
 // Where kStderr/kJournal/kSavedStderr lines are written: fd 2, or a copy of
 // it that survives fuse_daemonize().
@@ -44,12 +46,37 @@ bool HaveSyslogSocket() {
 
 }  // namespace
 
+namespace {
+std::string FallbackLogPath() {
+  if (geteuid() == 0) return kRootLogFile;
+  const char* runtime = getenv("XDG_RUNTIME_DIR");
+  if (runtime != nullptr && runtime[0] == '/') return absl::StrCat(runtime, "/ramdiskfs.log");
+  return "";
+}
+}  // namespace
+
 void InitLog(bool will_detach) {
   journal = StderrIsJournal();
   sink = journal ? Sink::kJournal : Sink::kStderr;
-  if (will_detach && (journal || !HaveSyslogSocket())) {
-    int saved = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
-    if (saved >= 0) sink_fd = saved;
+  if (!will_detach || (!journal && HaveSyslogSocket())) return;
+  // A terminal or a file can be kept. A pipe cannot: whoever reads it (a
+  // shell's $(...), subprocess.run) would wait for EOF as long as the daemon
+  // lives; fuse_daemonize() closes fd 2 for exactly that reason.
+  struct stat st;
+  const bool keep =
+      journal || isatty(STDERR_FILENO) || (fstat(STDERR_FILENO, &st) == 0 && S_ISREG(st.st_mode));
+  int fd = -1;
+  std::string path;
+  if (keep) {
+    fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+  } else if (path = FallbackLogPath(); !path.empty()) {
+    fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  }
+  if (fd >= 0) {
+    if (!keep) LogLine(absl::StrCat("no /dev/log: logging to ", path, " after detaching"));
+    sink_fd = fd;
+  } else if (!keep) {
+    LogLine("no /dev/log and no log file: messages after detaching are lost");
   }
 }
 

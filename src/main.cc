@@ -98,7 +98,6 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   Config config = *std::move(parsed);
-  InitLog(/*will_detach=*/!config.foreground);
   if (config.show_help) {
     fputs(UsageText("ramdiskfs").c_str(), stdout);
     return 0;
@@ -168,6 +167,7 @@ int Main(int argc, char** argv) {
     }
     if (spec.readonly) (void)(*disk)->SetReadonly(true, 0);
   }
+  InitLog(/*will_detach=*/!config.foreground);  // past every usage error: we will mount
   if (!dax_problem.empty()) {
     Log("dax mode unavailable: ", dax_problem, "; disks use direct mode");
   }

@@ -10,9 +10,12 @@
 //       fd 2 at /dev/null.
 //   in the foreground (-f, -d):  stderr, "ramdiskfs: <message>".
 //   in the background:           syslog (daemon facility) if /dev/log is a
-//       socket; else the saved stderr, "ramdiskfs[PID]: <message>", so that
-//       on a machine without a syslog daemon (containers, initramfs) the log
-//       is not lost (glibc's syslog() drops messages when /dev/log is absent).
+//       socket. Else (glibc's syslog() drops messages when /dev/log is
+//       absent: containers, initramfs) "ramdiskfs[PID]: <message>" to the
+//       saved stderr if it is a terminal or a regular file, or else (a pipe:
+//       keeping it would make a reader wait for EOF forever) appended to
+//       /run/ramdiskfs.log (root) or $XDG_RUNTIME_DIR/ramdiskfs.log; the
+//       daemon says which on stderr before it detaches.
 
 #ifndef RAMDISKFS_LOG_H_
 #define RAMDISKFS_LOG_H_
