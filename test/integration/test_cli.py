@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, PAGE, is_mounted, require_fuse, run, stop_process, wait_for
+from conftest import (BIN, PAGE, daemon_pids, is_mounted, require_fuse, run, stop_process,
+                      wait_for)
 from helpers import KiB, MiB, pattern, read_file, run_expect_exit
 
 
@@ -117,24 +118,9 @@ def test_source_argument_is_ignored(tmp_path):
 
 
 def _daemon_pids_for(mountpoint):
-    """Pids of ramdiskfs processes whose command line names `mountpoint`."""
-    pids = []
-    real = os.path.realpath(BIN)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.path.realpath(f"/proc/{entry}/exe") != real:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and str(mountpoint).encode() in args:
-            pids.append(int(entry))
-    return pids
+    """Pids of ramdiskfs processes (this build's binary) whose command line names
+    `mountpoint`."""
+    return daemon_pids(mountpoint, exe=BIN)
 
 
 def test_mount_helper_and_fstab_form(tmp_path):

@@ -11,18 +11,12 @@ import stat
 
 import pytest
 
-from conftest import BIN, ROOT, require_fuse, run
+from conftest import ROOT, cmake_install, daemon_pids, require_fuse, run
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    build = BIN.parent
-    if not (build / "cmake_install.cmake").exists():
-        pytest.fail(f"{build} is not a CMake build directory (RAMDISKFS_BIN={BIN})")
-    dest = tmp_path_factory.mktemp("destdir")
-    run("cmake", "--install", build, "--prefix", "/usr/local",
-        env={**os.environ, "DESTDIR": str(dest)})
-    return dest / "usr" / "local"
+    return cmake_install(tmp_path_factory.mktemp("destdir"), prefix="/usr/local")
 
 
 def test_installed_files(installed):
@@ -44,20 +38,6 @@ def test_installed_files(installed):
     helper = (installed / "lib/ramdiskfs/ramdiskfs-service").read_text()
     assert "bin=${RAMDISKFS_BIN:-/usr/local/bin/ramdiskfs}\n" in helper
     assert "@" not in unit.replace("ramdiskfs@", ""), "an unsubstituted @VAR@ in the unit"
-
-
-def _daemon_pids(mountpoint):
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    args = f.read().split(b"\0")
-            except OSError:
-                continue
-            if args and args[0].endswith(b"ramdiskfs") and str(mountpoint).encode() in args:
-                pids.append(int(entry))
-    return pids
 
 
 def test_mount_t_fuse_ramdiskfs_from_installed_files(installed, tmp_path):
@@ -91,5 +71,5 @@ echo done
         assert out["ctl"] == "ram0"
     finally:
         # The mount lives in the namespace, which lives as long as the daemon does.
-        for pid in _daemon_pids(mnt):
+        for pid in daemon_pids(mnt):
             os.kill(pid, signal.SIGTERM)

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from conftest import BIN, IN_CI, is_mounted, require_fuse, run, stop_process, wait_for
+from conftest import (BIN, IN_CI, cmake_install, daemon_pids, is_mounted, require_fuse, run,
+                      stop_process, wait_for)
 from helpers import MiB, pattern
 
 INSTANCE = "t1"
@@ -27,12 +28,7 @@ INSTANCE = "t1"
 @pytest.fixture(scope="module")
 def prefix(tmp_path_factory):
     """`cmake --install` of the build that RAMDISKFS_BIN belongs to, into a temp prefix."""
-    build = BIN.parent
-    if not (build / "cmake_install.cmake").exists():
-        pytest.fail(f"{build} is not a CMake build directory (RAMDISKFS_BIN={BIN})")
-    where = tmp_path_factory.mktemp("prefix")
-    run("cmake", "--install", build, "--prefix", where)
-    return where
+    return cmake_install(tmp_path_factory.mktemp("prefix"))
 
 
 def read_unit(prefix):
@@ -279,20 +275,6 @@ def test_systemd_analyze_verify(prefix, tmp_path):
 # ---- the log in the background --------------------------------------------------------
 
 
-def _daemon_pids(mountpoint):
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    args = f.read().split(b"\0")
-            except OSError:
-                continue
-            if args and args[0].endswith(b"ramdiskfs") and str(mountpoint).encode() in args:
-                pids.append(int(entry))
-    return pids
-
-
 @pytest.mark.parametrize("stderr_kind", ["file", "pipe"])
 def test_background_log_is_not_lost(tmp_path, stderr_kind):
     """Without -f the daemon detaches. With no /dev/log (this machine) its lines go on
@@ -318,7 +300,7 @@ def test_background_log_is_not_lost(tmp_path, stderr_kind):
         assert time.monotonic() - began < 15, "the caller waited for the daemon's stderr"
         assert res.returncode == 0
         wait_for(lambda: is_mounted(mnt), 10, "mount")
-        pids = _daemon_pids(mnt)
+        pids = daemon_pids(mnt)
         assert len(pids) == 1
         if os.path.exists("/dev/log"):
             log_path = None  # the lines go to syslog: nothing to read here
@@ -331,13 +313,13 @@ def test_background_log_is_not_lost(tmp_path, stderr_kind):
         if log_path is not None:
             wait_for(lambda: f"{mine}mounted on {mnt} " in log_path.read_text(), 10, "log line")
         run("umount", mnt)
-        wait_for(lambda: not _daemon_pids(mnt), 20, "the daemon to exit")
+        wait_for(lambda: not daemon_pids(mnt), 20, "the daemon to exit")
         if log_path is not None:
             assert f"{mine}unmounted {mnt}\n" in log_path.read_text()
     finally:
         if is_mounted(mnt):
             run("umount", "-l", mnt, check=False)
-        for pid in _daemon_pids(mnt):
+        for pid in daemon_pids(mnt):
             os.kill(pid, signal.SIGTERM)  # our daemon: its argv names our mount point
 
 
