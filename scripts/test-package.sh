@@ -11,6 +11,8 @@
 # unknown build back). Needs root.
 #
 #   scripts/test-package.sh [OUTDIR]     (default: a temporary directory)
+#   scripts/test-package.sh --prebuilt OUTDIR   (test the packages already in
+#                                                OUTDIR, e.g. from package.sh)
 #
 # Prints "package test: passed in N s" or "package test: FAILED: why".
 set -uo pipefail
@@ -24,6 +26,8 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 installed ramdiskfs && fail "ramdiskfs $(dpkg-query -W -f='${Version}' ramdiskfs) is installed" \
   "already; this check would replace it. Remove it first (apt-get remove --purge ramdiskfs)"
 
+prebuilt=0
+if [[ ${1:-} == --prebuilt ]]; then prebuilt=1; shift; [[ -n ${1:-} ]] || fail "--prebuilt needs OUTDIR"; fi
 own_out=0
 if [[ -n ${1:-} ]]; then out=$1; mkdir -p "$out"; else out=$(mktemp -d); own_out=1; fi
 mnt=$(mktemp -d)
@@ -54,7 +58,11 @@ restore_packages() {  # purge what the install pulled in (not there before it)
 trap cleanup EXIT
 
 # ---- build ---------------------------------------------------------------------
-scripts/package.sh "$out" >"$out/package.log" 2>&1 || { tail -30 "$out/package.log"; fail "build"; }
+if ((prebuilt)); then
+  echo "package test: using the packages already in $out (--prebuilt)"
+else
+  scripts/package.sh "$out" >"$out/package.log" 2>&1 || { tail -30 "$out/package.log"; fail "build"; }
+fi
 version=$(dpkg-parsechangelog -S Version)
 cmake_version=$(sed -n 's/^project(ramdiskfs VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
 [[ $version == "$cmake_version" ]] \
@@ -64,7 +72,7 @@ deb=$out/ramdiskfs_${version}_$arch.deb
 dbgsym=$(ls "$out"/ramdiskfs-dbgsym_"${version}"_"$arch".*deb 2>/dev/null | head -1)
 [[ -f $deb ]] || fail "no $deb"
 [[ -n $dbgsym ]] || fail "no ramdiskfs-dbgsym package next to $deb"
-echo "package test: built $(basename "$deb") and $(basename "$dbgsym") in $((SECONDS - start)) s"
+((prebuilt)) || echo "package test: built $(basename "$deb") and $(basename "$dbgsym") in $((SECONDS - start)) s"
 
 # The binaries are stripped, and their debug info is in -dbgsym under their build ids.
 x=$(mktemp -d)
@@ -83,6 +91,9 @@ we_installed=1
 (cd "$out" && apt_get install -y -qq "./$(basename "$deb")" >"$out/install.log" 2>&1) \
   || { cat "$out/install.log"; fail "apt-get install ./$(basename "$deb")"; }
 files=$(dpkg -L ramdiskfs)
+# What must be gone after the purge: the package's files, not the directories
+# (nor /lib, a link to a directory on merged-/usr systems) it shares.
+own_files=$(while read -r f; do [[ -d $f ]] || echo "$f"; done <<<"$files")
 for f in /usr/bin/ramdiskfs /usr/bin/ramdiskctl /usr/share/man/man8/ramdiskfs.8.gz \
          /usr/share/doc/ramdiskfs/control.md /usr/share/doc/ramdiskfs/copyright \
          /usr/share/doc/ramdiskfs/examples/example.conf /lib/systemd/system/ramdiskfs@.service \
@@ -111,7 +122,9 @@ if [[ -x /usr/bin/systemd-analyze ]]; then
 fi
 
 # ---- mount with the installed files ----------------------------------------------
-mount -t fuse.ramdiskfs ramdiskfs "$mnt" -o disks=1,size=64M || fail "mount -t fuse.ramdiskfs"
+# The daemon keeps this file as its log after detaching (no /dev/log here).
+mount -t fuse.ramdiskfs ramdiskfs "$mnt" -o disks=1,size=64M 2>"$out/mount.log" \
+  || { cat "$out/mount.log"; fail "mount -t fuse.ramdiskfs"; }
 [[ $(findmnt -n -o FSTYPE --mountpoint "$mnt") == fuse.ramdiskfs ]] || fail "not a fuse.ramdiskfs mount"
 pids=$(daemon_pids)
 [[ -n $pids ]] || fail "no daemon for $mnt"
@@ -134,7 +147,7 @@ for _ in $(seq 100); do [[ -z $(daemon_pids) ]] && break; sleep 0.1; done
 apt_get remove --purge -y -qq ramdiskfs >"$out/remove.log" 2>&1 || { cat "$out/remove.log"; fail "remove"; }
 installed ramdiskfs && fail "still installed after remove --purge"
 dpkg -L ramdiskfs >/dev/null 2>&1 && fail "dpkg -L ramdiskfs still lists files"
-left=$(while read -r f; do [[ -f $f || -L $f ]] && echo "$f"; done <<<"$files")
+left=$(while read -r f; do [[ -e $f || -L $f ]] && echo "$f"; done <<<"$own_files")
 [[ -z $left ]] || fail "left behind: $left"
 [[ ! -e /usr/lib/ramdiskfs && ! -e /usr/share/doc/ramdiskfs ]] || fail "directories left behind"
 command -v ramdiskfs >/dev/null && [[ $(command -v ramdiskfs) == /usr/bin/* ]] && fail "ramdiskfs still on PATH"
