@@ -136,8 +136,15 @@ def help_mount_options(text):
     para = " ".join(block)
     own, _, rest = para.partition("as above")
     names = set(re.findall(r"\b([a-z_]+)=", own))
-    names |= set(re.findall(r"\b(allow_\w+)\b", rest))
+    # Flags after it, each "; NAME (what it does)": allow_other, ro, ...
+    names |= set(re.findall(r";\s*([a-z_]+) \(", rest))
     return names
+
+
+def help_exit_statuses(text):
+    """The numbers of an 'Exit status:' paragraph, or None if --help has none."""
+    m = re.search(r"^Exit status:(.*?)(?:\n\n|\Z)", text, re.M | re.S)
+    return None if m is None else set(re.findall(r"\b(\d+) ", m.group(1)))
 
 
 # ---- the pages that exist ------------------------------------------------------------
@@ -214,6 +221,17 @@ def test_mount_options_match_help():
     # Each -o option but allow_other is a long option too.
     longs = {o[2:].replace("-", "_") for o in help_options(help_text(BIN)) if o[:2] == "--"}
     assert listed - {"allow_other"} <= longs
+
+
+def test_exit_statuses_match_help():
+    """EXIT STATUS has a tag per status. On this branch --help states none (so the page
+    is the only statement); where --help has an 'Exit status:' paragraph (ramdiskfs on
+    main after the mount(8) conventions, ramdiskctl), the sets must be equal."""
+    documented = _tags("EXIT STATUS")
+    assert {"0", "1"} <= documented, documented
+    listed = help_exit_statuses(help_text(BIN))
+    if listed is not None:
+        assert listed == documented, f"--help says {sorted(listed)}"
 
 
 def _control_groups():
