@@ -207,6 +207,7 @@ int Main(int argc, char** argv) {
     }
     if (spec.readonly || config.readonly) (void)(*disk)->SetReadonly(true);
   }
+  InitLog(/*will_detach=*/!config.foreground);  // past every usage error: we will mount
   if (!dax_problem.empty()) {
     Log("dax mode unavailable: ", dax_problem, "; disks use direct mode");
   }

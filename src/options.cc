@@ -506,7 +506,7 @@ std::string UsageText(std::string_view program) {
       "\n"
       "RAM disks as files: each disk is a fixed-size regular file in MOUNTPOINT whose\n"
       "pages live in memory. The store is sparse: an unwritten page costs no RAM.\n"
-      "MOUNTPOINT/.control/ holds the control files (see docs/control.md). SOURCE,\n"
+      "MOUNTPOINT/.control/ holds the control files (see ramdiskfs(8)). SOURCE,\n"
       "which mount(8) passes, is recorded as the mount's source (default ramdiskfs).\n"
       "\n"
       "Disks:\n"

@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "ramdiskfs/log.h"
 #include "src/fuse/kernel_abi.h"
+#include "src/fuse/notify.h"
 
 namespace ramdiskfs {
 namespace {
@@ -169,6 +170,8 @@ ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
   if (n >= 0 && header.error == 0 && !io_state.fs->AfterInit(fd)) {
     fuse_session_exit(io_state.fs->session());
   }
+  if (n >= 0 && header.error == 0 && !io_state.fs->fatal())
+    NotifyReady(io_state.fs->table().size());
   errno = err;
   return n;
 }
@@ -219,6 +222,7 @@ void SignalThread(const std::string mountpoint, Filesystem* fs, sigset_t set,
     int sig = sigtimedwait(&set, nullptr, &timeout);
     if (sig > 0 && !unmounting) {
       Log("got ", strsignal(sig), ": unmounting ", mountpoint);
+      NotifyStopping();
       unmounting = true;
     }
     if (!unmounting || stop->load()) continue;
@@ -286,7 +290,7 @@ int RunSession(const Config& config, Filesystem& fs) {
     fuse_session_destroy(se);
     return 32;
   }
-  if (!config.foreground) LogToSyslog();
+  if (!config.foreground) LogDetached();
 
     // Reclaim must not recurse into us while we serve a loop device's I/O
     // (SPEC 6): brd's GFP_NOIO, as a task flag. Worker threads inherit it.
@@ -320,6 +324,7 @@ int RunSession(const Config& config, Filesystem& fs) {
     loop_status = fuse_session_loop_mt(se, loop_config);
     fuse_loop_cfg_destroy(loop_config);
   }
+  NotifyStopping();
   stop = true;
   signals.join();
   fuse_session_unmount(se);

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from support.io import pattern, read_file
-from support.mounts import (BIN, daemon_pids_for, is_mounted, run, run_expect_exit, stop_process,
+from support.mounts import (BIN, daemon_pids, is_mounted, run, run_expect_exit, stop_process,
                             wait_for)
 from support.require import require_fuse
 from support.units import KiB, MiB, PAGE
@@ -137,17 +137,17 @@ def test_mount_helper_and_fstab_form(tmp_path):
         with open("/proc/self/mountinfo") as f:
             fields = next(l for l in f if l.split()[4] == str(mnt)).split()
         assert fields[fields.index("-") + 1] == "fuse.ramdiskfs"
-        assert daemon_pids_for(mnt), "no ramdiskfs process found for the mount"
+        assert daemon_pids(mnt, exe=BIN), "no ramdiskfs process found for the mount"
         assert sorted(p for p in os.listdir(mnt) if not p.startswith(".")) == ["ram0", "ram1"]
         assert os.stat(mnt / "ram1").st_size == 8 * MiB
         with open(mnt / ".control" / "stats") as f:
             assert "max_memory 67108864\n" in f.read()
         run("umount", mnt)
-        wait_for(lambda: not daemon_pids_for(mnt), 20, "the background daemon to exit")
+        wait_for(lambda: not daemon_pids(mnt, exe=BIN), 20, "the background daemon to exit")
     finally:
         if is_mounted(mnt):
             run("fusermount3", "-u", mnt, check=False)
-        for pid in daemon_pids_for(mnt):
+        for pid in daemon_pids(mnt, exe=BIN):
             os.kill(pid, signal.SIGTERM)  # the daemon this test started, by pid
         if is_mounted(mnt):
             run("umount", "-l", mnt, check=False)

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from support.ctl import settle, write_errno
-from support.mounts import (BIN, CTL, DATA_MODES, MODES, daemon_pids_for, is_mounted, run,
+from support.mounts import (BIN, CTL, DATA_MODES, MODES, daemon_pids, is_mounted, run,
                             run_expect_exit, wait_for)
 from support.require import require_ctl, require_fuse
 from support.units import MiB, PAGE
@@ -343,7 +343,7 @@ def test_fstab_mount_a_twice_mounts_once(tmp_path):
             run("umount", mnt, check=False)
             if _mounts_at(mnt):
                 run("umount", "-l", mnt, check=False)
-        wait_for(lambda: not daemon_pids_for(mnt), 20, "the daemons to exit")
+        wait_for(lambda: not daemon_pids(mnt, exe=BIN), 20, "the daemons to exit")
 
 
 def test_refuses_to_mount_over_a_live_ramdiskfs(mount_factory):

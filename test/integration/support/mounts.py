@@ -245,15 +245,18 @@ def run_expect_exit(argv, timeout=20, cwd=None):
     return proc.returncode, out, err
 
 
-def daemon_pids_for(mountpoint):
-    """Pids of ramdiskfs processes whose command line names `mountpoint`."""
+def daemon_pids(mountpoint, exe=None):
+    """Pids of live processes named ramdiskfs whose command line names `mountpoint`:
+    the daemons a test started for its own mount point, when it has no Popen for them
+    (mount(8), a daemon that detached). With `exe`, only processes running that
+    binary; without, any (an installed copy too)."""
     pids = []
-    real = os.path.realpath(BIN)
+    real = os.path.realpath(exe) if exe else None
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            if os.path.realpath(f"/proc/{entry}/exe") != real:
+            if real and os.path.realpath(f"/proc/{entry}/exe") != real:
                 continue
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 args = f.read().split(b"\0")
@@ -261,6 +264,20 @@ def daemon_pids_for(mountpoint):
                 state = f.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and str(mountpoint).encode() in args:
+        if state != "Z" and args[0].endswith(b"ramdiskfs") and str(mountpoint).encode() in args:
             pids.append(int(entry))
     return pids
+
+
+def cmake_install(where, prefix=None):
+    """`cmake --install` of the build RAMDISKFS_BIN belongs to: into the prefix `where`,
+    or, given `prefix`, with that prefix under DESTDIR=`where`. Returns the root of the
+    installed tree."""
+    build = BIN.parent
+    if not (build / "cmake_install.cmake").exists():
+        raise AssertionError(f"{build} is not a CMake build directory (RAMDISKFS_BIN={BIN})")
+    if prefix is None:
+        run("cmake", "--install", build, "--prefix", where)
+        return pathlib.Path(where)
+    run("cmake", "--install", build, "--prefix", prefix, env={**os.environ, "DESTDIR": str(where)})
+    return pathlib.Path(str(where) + prefix)
