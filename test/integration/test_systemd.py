@@ -201,10 +201,13 @@ def test_unit_notify_save_and_load(service_factory, tmp_path):
     assert read_at(mnt / "big", 0, MiB) == bytes(MiB)
     # A deleted disk's image goes at the next save; a frozen disk refuses writes.
     os.unlink(mnt / "extra")
-    # A dax disk open for writing cannot be frozen (the kernel writes past the
-    # daemon): the save still happens, and says so.
-    big_dax = (mnt / ".control" / "big" / "mode").read_text().strip() == "dax"
-    writer = os.open(mnt / "big", os.O_WRONLY)
+    # A disk open read-write through passthrough cannot be frozen (dax: the kernel
+    # writes past the daemon; direct: it may be mapped shared and writable): the save
+    # still happens, and says so.
+    writer = os.open(mnt / "big", os.O_RDWR)
+    stats = (mnt / ".control" / "big" / "stats").read_text()
+    big_dax = "\npassthrough 1\n" in stats and ("\nmode dax\n" in stats or
+                                                "\nmode direct\n" in stats)
     try:
         res = subprocess.run(svc.command("ExecStop"), env=svc.env(), capture_output=True,
                              text=True, timeout=300)
