@@ -93,7 +93,7 @@ int Main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
   absl::StatusOr<Config> parsed = ParseCommandLine(args);
   if (!parsed.ok()) {
-    // One line naming the argument (SPEC 2); --help has the rest.
+    // One line naming the argument (README.md, "Using it"); --help has the rest.
     fprintf(stderr, "ramdiskfs: %s\n", std::string(parsed.status().message()).c_str());
     return kExitUsage;
   }

@@ -1,0 +1,100 @@
+// FUSE passthrough: what the kernel is asked for at INIT, the probe that
+// decides whether dax works, the disks' backing ids, the hand-built OPEN and
+// CREATE replies that carry them, and the end-of-disk trimming that dax
+// writes need (docs/design.md, "Data modes" and "Size rules").
+//
+// Backing ids: one per disk, registered at the disk's first passthrough
+// open and kept until the disk is deleted. The kernel gives an inode one
+// backing only (a second BACKING_OPEN for the same inode's opens would make
+// the open fail with EIO), and an id must not be closed while an open reply
+// that names it may still be in flight.
+
+#ifndef RAMDISKFS_FUSE_PASSTHROUGH_H_
+#define RAMDISKFS_FUSE_PASSTHROUGH_H_
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+#include "ramdiskfs/control_plane.h"
+#include "ramdiskfs/disk.h"
+#include "ramdiskfs/disk_table.h"
+
+namespace ramdiskfs {
+
+// What the INIT exchange and the passthrough probe found out. Written by the
+// custom io (custom_io.cc) and AfterInit, read by every request.
+struct ConnectionState {
+  std::atomic<bool> kernel_offers_passthrough{false};
+  std::atomic<bool> kernel_offers_allow_mmap{false};
+  std::atomic<bool> passthrough{false};  // BACKING_OPEN works
+  std::atomic<bool> allow_mmap{false};   // FUSE_DIRECT_IO_ALLOW_MMAP negotiated
+  std::atomic<bool> initialized{false};
+};
+
+// How a disk open is answered in the disk's current mode.
+struct DiskOpenReply {
+  uint32_t flags = 0;  // FOPEN_* (kernel_abi.h)
+  int backing_id = 0;  // > 0: the open uses passthrough
+};
+
+class Passthrough {
+ public:
+  // `dax_required`: dax was asked for by name, so no fallback is allowed.
+  Passthrough(DiskTable* table, bool dax_required);
+
+  ConnectionState& connection() { return connection_; }
+  ConnectionFacts Facts() const;
+
+  // The INIT handler's wishes (libfuse's side of the negotiation; the
+  // passthrough flags libfuse 3.14 does not know are patched into the reply
+  // by the custom io).
+  static void ConfigureInit(fuse_conn_info* conn);
+
+  // Called right after the INIT reply went to the kernel: checks that
+  // passthrough really works (BACKING_OPEN on a probe file) and sets every
+  // disk's dax fallback. Returns false if dax was required and is missing.
+  bool AfterInit(int device_fd);
+  // Set by AfterInit when dax was required and is unavailable.
+  bool fatal() const { return fatal_.load(); }
+
+  // The flags and backing id of an open of `disk` in its current mode;
+  // registers the backing id on the disk's first passthrough open.
+  DiskOpenReply OpenFlags(Disk& disk);
+  // Drops the disk's backing id (the disk was deleted). No-op without one.
+  void ReleaseBackingId(Disk& disk);
+
+  // Sends an OPEN reply (entry == nullptr) or a CREATE reply carrying
+  // `backing_id`: libfuse 3.14 cannot, so the reply is built from the
+  // kernel's struct layouts (kernel_abi.h). Returns fuse_reply_buf's result.
+  static int ReplyOpen(fuse_req_t req, const fuse_entry_param* entry, uint64_t fh,
+                       const DiskOpenReply& how);
+
+  // A dax write past the end reached the backing file without the daemon;
+  // cut it back (PageStore::TrimOverflow). Called whenever the daemon hears
+  // of a file passthrough writes may have extended: GETATTR of a dax disk,
+  // and FLUSH, FSYNC and RELEASE of a passthrough open.
+  static void TrimOverflow(Disk& disk);
+
+ private:
+  // Registers the disk's backing file once. Returns the id, or 0 if
+  // passthrough is not available or the registration failed.
+  int EnsureBackingId(Disk& disk);
+
+  DiskTable* const table_;
+  const bool dax_required_;
+  int device_fd_ = -1;
+  ConnectionState connection_;
+  std::atomic<bool> fatal_{false};
+  // One mutex for every disk (registrations are rare: once per disk). Held
+  // across the BACKING_OPEN ioctl and while Disk::mu_ is taken inside
+  // Disk::backing_id()/set_backing_id(): order register_mu_ -> Disk::mu_.
+  std::mutex register_mu_;
+};
+
+}  // namespace ramdiskfs
+
+#endif  // RAMDISKFS_FUSE_PASSTHROUGH_H_
