@@ -31,12 +31,6 @@ std::string ControlPath(ControlFile file, const Disk* disk) {
   return absl::StrCat(".control/", name);
 }
 
-// Opens that bypass the daemon for writes: only dax opens do (direct-mode
-// passthrough opens send write() to the daemon; FOPEN_DIRECT_IO wins).
-int PassthroughWriteOpens(const Disk& disk) {
-  return disk.mode() == DataMode::kDax ? disk.write_opens() : 0;
-}
-
 std::string Num(uint64_t v) { return std::to_string(v); }
 
 // The global stats file (docs/control.md), in its order: the one list of
@@ -187,9 +181,11 @@ absl::StatusOr<std::shared_ptr<Disk>> ControlPlane::CreateFile(std::string_view 
   if (!S_ISREG(type)) {
     return Logged(where, ErrnoStatus(EPERM, "only regular files (disks) can be made"));
   }
+  if (options_.readonly) return Logged(where, ErrnoStatus(EROFS, "the mount is read-only (-o ro)"));
   ramdiskfs::NewDisk spec;
   spec.name = std::string(name);
   spec.size_bytes = 0;
+  spec.growing = true;  // copying an image in makes a disk of its size
   spec.mode = options_.default_mode;
   // Disks are 0600 whatever the creator's umask allows (docs/design.md,
   // "Decisions"); chmod widens them on purpose.
@@ -221,6 +217,19 @@ absl::Status ControlPlane::FlushBuffers(Disk& disk, const Caller& caller) {
   return Logged(what, Flush(disk, caller));
 }
 
+// ---- the life of an open ------------------------------------------------------------
+
+void ControlPlane::Closed(Disk& disk) {
+  // A stat right after cp/dd must show the size the copy made.
+  if (disk.OnClose()) kernel_->InvalidateDisk(disk, false);
+}
+
+void ControlPlane::Released(Disk& disk, bool for_write, bool bypass_writer) {
+  const bool was_growing = disk.growing();
+  disk.Release(for_write, bypass_writer);
+  if (was_growing && !disk.growing()) kernel_->InvalidateDisk(disk, false);
+}
+
 // ---- the operations ------------------------------------------------------------------
 
 absl::Status ControlPlane::NewDisk(std::string_view text) {
@@ -229,7 +238,7 @@ absl::Status ControlPlane::NewDisk(std::string_view text) {
   spec.name = request.name;
   spec.size_bytes = request.size_bytes;
   spec.mode = request.mode.value_or(options_.default_mode);
-  spec.readonly = request.readonly;
+  spec.readonly = request.readonly || options_.readonly;
   spec.attributes = {0600, options_.uid, options_.gid, absl::Now(), absl::Now()};
   RDFS_ASSIGN_OR_RETURN(std::shared_ptr<Disk> disk, table_->Create(std::move(spec)));
   Log("created disk ", disk->name(), " (", disk->size_bytes(), " bytes, ",
@@ -281,7 +290,8 @@ absl::Status ControlPlane::Discard(Disk& disk, std::string_view text) {
 
 absl::Status ControlPlane::SetReadonly(Disk& disk, std::string_view text) {
   RDFS_ASSIGN_OR_RETURN(bool readonly, ParseBoolValue(text));
-  RDFS_RETURN_IF_ERROR(disk.SetReadonly(readonly, PassthroughWriteOpens(disk)));
+  // Disk refuses (EBUSY) while an open can write without the daemon.
+  RDFS_RETURN_IF_ERROR(disk.SetReadonly(readonly));
   kernel_->InvalidateDisk(disk, false);
   Log("disk ", disk.name(), readonly ? " is now read-only" : " is now writable");
   return absl::OkStatus();
@@ -298,6 +308,9 @@ absl::Status ControlPlane::SetMode(Disk& disk, std::string_view text) {
   // every open of the disk counts (Disk::SetMode checks opens() itself).
   SettleOpens(disk, Caller{});
   RDFS_RETURN_IF_ERROR(disk.SetMode(mode));
+  // cached and null opens never use the backing id: drop it, so stats say
+  // what is true (the disk is closed, so no open reply carries it).
+  if (mode == DataMode::kCached || mode == DataMode::kNull) kernel_->ReleaseBackingId(disk);
   // Pages a cached-mode open left in the kernel must not outlive the mode.
   kernel_->InvalidateDisk(disk, true);
   Log("disk ", disk.name(), " mode set to ", DataModeName(mode));

@@ -5,18 +5,20 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "ramdiskfs/log.h"
 #include "ramdiskfs/size.h"
 #include "ramdiskfs/status.h"
 
 namespace ramdiskfs {
 
 Disk::Disk(uint64_t id, std::string name, std::unique_ptr<PageStore> store, DataMode mode,
-           bool readonly, DiskAttributes attributes)
+           bool readonly, DiskAttributes attributes, bool growing)
     : id_(id),
       name_(std::move(name)),
       store_(std::move(store)),
       requested_mode_(mode),
       readonly_(readonly),
+      growing_(growing),
       attributes_(attributes) {}
 
 DataMode Disk::mode() const {
@@ -38,6 +40,8 @@ void Disk::set_dax_fallback(std::string reason) {
 }
 
 absl::Status Disk::Open(bool for_write) {
+  std::lock_guard lock(mu_);
+  if (deleted_) return ErrnoStatus(ENOENT, absl::StrCat("disk ", name_, " was deleted"));
   if (for_write && readonly()) {
     return ReadOnlyError();
   }
@@ -46,9 +50,86 @@ absl::Status Disk::Open(bool for_write) {
   return absl::OkStatus();
 }
 
-void Disk::Release(bool for_write) {
-  opens_.fetch_sub(1);
-  if (for_write) write_opens_.fetch_sub(1);
+absl::Status Disk::AddBypassWriter() {
+  std::lock_guard lock(mu_);
+  if (readonly()) return ReadOnlyError();
+  bypass_writers_.fetch_add(1);
+  return absl::OkStatus();
+}
+
+void Disk::Release(bool for_write, bool bypass_writer) {
+  bool fix_size = false;
+  {
+    std::lock_guard lock(mu_);
+    if (bypass_writer) bypass_writers_.fetch_sub(1);
+    if (for_write) write_opens_.fetch_sub(1);
+    if (opens_.fetch_sub(1) == 1 && growing_.load()) {
+      growing_.store(false);
+      fix_size = true;
+    }
+  }
+  if (fix_size) {
+    // The creator is done: take what passthrough wrote, round up to a page,
+    // and from now on the size is fixed like any other disk's.
+    SyncBackingFile();
+    RoundUpGrowth();
+    Log("disk ", name_, " is complete: ", size_bytes(), " bytes");
+  }
+}
+
+absl::Status Disk::MarkDeleted() {
+  std::lock_guard lock(mu_);
+  if (opens_.load() > 0) {
+    return ErrnoStatus(EBUSY,
+                       absl::StrCat("disk ", name_, " is open (", opens_.load(), " opener(s))"));
+  }
+  deleted_ = true;
+  return absl::OkStatus();
+}
+
+bool Disk::deleted() const {
+  std::lock_guard lock(mu_);
+  return deleted_;
+}
+
+absl::Status Disk::GrowFor(uint64_t offset, uint64_t length) {
+  if (offset + length < offset || offset + length > kMaxDiskBytes) {
+    return ErrnoStatus(EFBIG,
+                       absl::StrCat("disk ", name_, " cannot grow past ", kMaxDiskBytes, " bytes"));
+  }
+  const uint64_t end = offset + length;
+  if (end <= size_bytes()) return absl::OkStatus();
+  RDFS_ASSIGN_OR_RETURN(uint64_t new_size, RoundUp(end, kLogicalBlockSize));
+  return store_->GrowTo(new_size);
+}
+
+bool Disk::RoundUpGrowth() {
+  const uint64_t size = size_bytes();
+  absl::StatusOr<uint64_t> rounded = RoundUp(size, kPageSize);
+  if (!rounded.ok() || *rounded == size || *rounded > kMaxDiskBytes) return false;
+  return store_->GrowTo(*rounded).ok();
+}
+
+bool Disk::SyncBackingFile() {
+  if (mode() != DataMode::kDax) return false;
+  if (growing()) {
+    absl::StatusOr<bool> grew = store_->AdoptBackingSize();
+    return grew.ok() && *grew;
+  }
+  absl::StatusOr<uint64_t> cut = store_->TrimOverflow();
+  if (!cut.ok() || *cut == 0) return false;
+  stats_.overflow_bytes.fetch_add(*cut, std::memory_order_relaxed);
+  overflow_events_.fetch_add(1);
+  Log("disk ", name_, ": ", *cut, " bytes written past its end (", size_bytes(),
+      ") were dropped; fsync() and close() of the writer report ENOSPC");
+  return false;
+}
+
+bool Disk::OnClose() {
+  if (!growing()) return false;
+  const bool synced = SyncBackingFile();
+  const bool rounded = RoundUpGrowth();
+  return synced || rounded;
 }
 
 absl::Status Disk::ReadOnlyError() const {
@@ -88,6 +169,19 @@ absl::StatusOr<size_t> Disk::Read(uint64_t offset, char* buf, size_t length) {
 
 absl::StatusOr<size_t> Disk::Write(uint64_t offset, const char* buf, size_t length) {
   if (readonly()) return ReadOnlyError();
+  uint64_t grew_from = 0, grew_to = 0;
+  if (growing() && length > 0) {
+    grew_from = size_bytes();
+    RDFS_RETURN_IF_ERROR(GrowFor(offset, length));
+    grew_to = size_bytes();
+  }
+  // A growing disk keeps only the size of what was written: a write cut
+  // short by the cap must not leave zeros past its data.
+  auto undo_growth = [&](size_t written) {
+    if (grew_to <= grew_from) return;
+    const uint64_t end = std::max<uint64_t>(grew_from, offset + written);
+    store_->ShrinkGrowth(grew_to, (end + kLogicalBlockSize - 1) & ~(kLogicalBlockSize - 1));
+  };
   size_t n;
   if (mode() == DataMode::kNull) {
     const uint64_t size = size_bytes();
@@ -96,7 +190,10 @@ absl::StatusOr<size_t> Disk::Write(uint64_t offset, const char* buf, size_t leng
     }
     n = static_cast<size_t>(std::min<uint64_t>(length, size - offset));
   } else {
-    RDFS_ASSIGN_OR_RETURN(n, store_->Write(offset, buf, length));
+    absl::StatusOr<size_t> written = store_->Write(offset, buf, length);
+    if (!written.ok() || *written < length) undo_growth(written.ok() ? *written : 0);
+    if (!written.ok()) return written.status();
+    n = *written;
   }
   stats_.writes.fetch_add(1, std::memory_order_relaxed);
   stats_.write_bytes.fetch_add(n, std::memory_order_relaxed);
@@ -115,6 +212,12 @@ absl::Status Disk::Fallocate(int falloc_mode, uint64_t offset, uint64_t length) 
   }
   if (length == 0) return ErrnoStatus(EINVAL, "fallocate length 0");
   if (offset + length < offset) return ErrnoStatus(EINVAL, "offset + length overflows");
+  if (growing()) {
+    // As a file: mode 0 extends; past the end with KEEP_SIZE is nothing to do
+    // (cp --sparse=always punches holes there).
+    if (!keep_size) RDFS_RETURN_IF_ERROR(GrowFor(offset, length));
+    if (offset >= size_bytes()) return absl::OkStatus();
+  }
   const uint64_t size = size_bytes();
   if (offset >= size) return ErrnoStatus(EINVAL, "fallocate at or past the end of the disk");
   if (offset + length > size) {
@@ -172,6 +275,7 @@ absl::Status Disk::Resize(uint64_t new_size, int other_opens) {
 }
 
 absl::Status Disk::SetMode(DataMode mode) {
+  std::lock_guard lock(mu_);
   if (opens() > 0) {
     return ErrnoStatus(EBUSY, absl::StrCat("disk ", name_, " is open; close it to change mode"));
   }
@@ -179,10 +283,13 @@ absl::Status Disk::SetMode(DataMode mode) {
   return absl::OkStatus();
 }
 
-absl::Status Disk::SetReadonly(bool readonly, int passthrough_write_opens) {
-  if (readonly && passthrough_write_opens > 0) {
-    return ErrnoStatus(
-        EBUSY, absl::StrCat("disk ", name_, " is open for writing in dax mode; close it first"));
+absl::Status Disk::SetReadonly(bool readonly) {
+  std::lock_guard lock(mu_);
+  if (readonly && bypass_writers_.load() > 0) {
+    return ErrnoStatus(EBUSY,
+                       absl::StrCat("disk ", name_, " is open (", bypass_writers_.load(),
+                                    ") where the kernel writes without the daemon (dax, or a "
+                                    "shared writable mapping); close it (and munmap) first"));
   }
   readonly_.store(readonly);
   return absl::OkStatus();
@@ -229,6 +336,11 @@ void Disk::set_backing_id(int id) {
   backing_id_ = id;
 }
 
+bool Disk::passthrough() const {
+  const DataMode m = mode();
+  return (m == DataMode::kDax || m == DataMode::kDirect) && backing_id() > 0;
+}
+
 namespace {
 
 std::string Num(uint64_t v) { return std::to_string(v); }
@@ -256,7 +368,9 @@ const DiskStat kDiskStats[] = {
     {"discard_bytes", [](const Disk& d) { return Num(d.stats().discard_bytes.load()); }},
     {"flushes", [](const Disk& d) { return Num(d.stats().flushes.load()); }},
     {"fallback", [](const Disk& d) { return d.fallback_reason(); }},
-    {"passthrough", [](const Disk& d) { return std::string(d.backing_id() > 0 ? "1" : "0"); }},
+    {"passthrough", [](const Disk& d) { return std::string(d.passthrough() ? "1" : "0"); }},
+    {"overflow_bytes", [](const Disk& d) { return Num(d.stats().overflow_bytes.load()); }},
+    {"growing", [](const Disk& d) { return std::string(d.growing() ? "1" : "0"); }},
 };
 
 }  // namespace

@@ -37,7 +37,7 @@ absl::StatusOr<std::shared_ptr<Disk>> DiskTable::Create(NewDisk spec) {
     return ErrnoStatus(EEXIST, absl::StrCat("disk ", spec.name, " exists"));
   }
   auto disk = std::make_shared<Disk>(next_id_++, spec.name, std::move(store), spec.mode,
-                                     spec.readonly, spec.attributes);
+                                     spec.readonly, spec.attributes, spec.growing);
   disk->set_dax_fallback(dax_fallback_);
   by_name_.emplace(disk->name(), disk);
   by_id_.emplace(disk->id(), disk);
@@ -49,10 +49,7 @@ absl::Status DiskTable::Delete(std::string_view name) {
   std::unique_lock lock(mu_);
   auto it = by_name_.find(name);
   if (it == by_name_.end()) return ErrnoStatus(ENOENT, absl::StrCat("no disk ", std::string(name)));
-  if (it->second->opens() > 0) {
-    return ErrnoStatus(EBUSY, absl::StrCat("disk ", std::string(name), " is open (",
-                                           it->second->opens(), " opener(s))"));
-  }
+  RDFS_RETURN_IF_ERROR(it->second->MarkDeleted());
   doomed = it->second;
   by_id_.erase(doomed->id());
   by_name_.erase(it);

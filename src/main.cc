@@ -4,17 +4,22 @@
 #include <linux/capability.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "ramdiskfs/disk_table.h"
 #include "ramdiskfs/log.h"
@@ -28,7 +33,32 @@
 namespace ramdiskfs {
 namespace {
 
-constexpr int kExitUsage = 2;
+// Exit statuses as mount(8) documents them for itself and its helpers:
+// 1 incorrect invocation (a bad option), 32 mount failure.
+constexpr int kExitUsage = 1;
+constexpr int kExitMountFailure = 32;
+
+// The ramdiskfs mounted on `mountpoint` right now (its source), if any: a
+// second daemon on the same directory would stack a mount over a live one.
+std::optional<std::string> LiveRamdiskfsSource(const std::string& mountpoint) {
+  char resolved[PATH_MAX];
+  if (realpath(mountpoint.c_str(), resolved) == nullptr) return std::nullopt;
+  FILE* f = fopen("/proc/self/mountinfo", "re");
+  if (f == nullptr) return std::nullopt;
+  std::optional<std::string> source;
+  char* line = nullptr;
+  size_t cap = 0;
+  while (getline(&line, &cap, f) > 0) {
+    // id parent major:minor root mountpoint opts... - fstype source superopts
+    std::vector<std::string> fields = absl::StrSplit(absl::StripAsciiWhitespace(line), ' ');
+    auto dash = std::find(fields.begin(), fields.end(), "-");
+    if (fields.size() < 5 || dash == fields.end() || fields.end() - dash < 3) continue;
+    if (fields[4] == resolved && *(dash + 1) == "fuse.ramdiskfs") source = *(dash + 2);
+  }
+  free(line);
+  fclose(f);
+  return source;
+}
 
 bool HasCapSysAdmin() {
   __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
@@ -91,7 +121,10 @@ absl::Status LoadImage(const std::string& path, Disk& disk) {
 
 int Main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
-  absl::StatusOr<Config> parsed = ParseCommandLine(args);
+  struct sysinfo si;
+  const uint64_t ram_bytes =
+      sysinfo(&si) == 0 ? static_cast<uint64_t>(si.totalram) * si.mem_unit : 0;
+  absl::StatusOr<Config> parsed = ParseCommandLine(args, ram_bytes);
   if (!parsed.ok()) {
     // One line naming the argument (README.md, "Using it"); --help has the rest.
     fprintf(stderr, "ramdiskfs: %s\n", std::string(parsed.status().message()).c_str());
@@ -110,7 +143,14 @@ int Main(int argc, char** argv) {
   if (stat(config.mountpoint.c_str(), &mst) != 0 || !S_ISDIR(mst.st_mode)) {
     fprintf(stderr, "ramdiskfs: mountpoint '%s': %s\n", config.mountpoint.c_str(),
             errno ? strerror(errno) : "not a directory");
-    return kExitUsage;
+    return kExitMountFailure;
+  }
+  if (std::optional<std::string> live = LiveRamdiskfsSource(config.mountpoint)) {
+    fprintf(stderr,
+            "ramdiskfs: %s is already a ramdiskfs mount (source %s); unmount it first "
+            "(fusermount3 -u)\n",
+            config.mountpoint.c_str(), live->c_str());
+    return kExitMountFailure;
   }
 
   const uint64_t max_memory = config.max_memory_bytes.value_or(MemoryPool::DefaultMaxBytes());
@@ -119,7 +159,7 @@ int Main(int argc, char** argv) {
     const bool bad_argument = pool.status().code() == absl::StatusCode::kInvalidArgument;
     fprintf(stderr, "ramdiskfs: %s%s\n", bad_argument ? "--max-memory: " : "--store: ",
             std::string(pool.status().message()).c_str());
-    return bad_argument ? kExitUsage : 1;
+    return bad_argument ? kExitUsage : kExitMountFailure;
   }
 
   // Is dax possible, and was it asked for by name?
@@ -128,7 +168,7 @@ int Main(int argc, char** argv) {
   for (const DiskSpec& spec : config.disks) dax_required |= spec.mode == DataMode::kDax;
   if (dax_required && !dax_problem.empty()) {
     fprintf(stderr, "ramdiskfs: --mode dax: %s\n", dax_problem.c_str());
-    return kExitUsage;
+    return kExitMountFailure;
   }
   const DataMode default_mode = config.default_mode.value_or(DataMode::kDax);
 
@@ -141,7 +181,7 @@ int Main(int argc, char** argv) {
       if (stat(spec.image_path->c_str(), &ist) != 0) {
         fprintf(stderr, "ramdiskfs: --disk %s: image '%s': %s\n", spec.name.c_str(),
                 spec.image_path->c_str(), strerror(errno));
-        return kExitUsage;
+        return kExitMountFailure;
       }
       size = static_cast<uint64_t>(ist.st_size);
     }
@@ -155,17 +195,17 @@ int Main(int argc, char** argv) {
     if (!disk.ok()) {
       fprintf(stderr, "ramdiskfs: --disk %s: %s\n", spec.name.c_str(),
               std::string(disk.status().message()).c_str());
-      return StatusToErrno(disk.status()) == ENOSPC ? 1 : kExitUsage;
+      return kExitMountFailure;
     }
     if (spec.image_path) {
       absl::Status loaded = LoadImage(*spec.image_path, **disk);
       if (!loaded.ok()) {
         fprintf(stderr, "ramdiskfs: --disk %s: %s\n", spec.name.c_str(),
                 std::string(loaded.message()).c_str());
-        return StatusToErrno(loaded) == ENOSPC ? 1 : kExitUsage;
+        return kExitMountFailure;
       }
     }
-    if (spec.readonly) (void)(*disk)->SetReadonly(true, 0);
+    if (spec.readonly || config.readonly) (void)(*disk)->SetReadonly(true);
   }
   if (!dax_problem.empty()) {
     Log("dax mode unavailable: ", dax_problem, "; disks use direct mode");
@@ -176,6 +216,7 @@ int Main(int argc, char** argv) {
   fs_options.gid = getgid();
   fs_options.default_mode = default_mode;
   fs_options.dax_required = dax_required;
+  fs_options.readonly = config.readonly;
   Filesystem fs(&table, fs_options);
   return RunSession(config, fs);
 }

@@ -94,17 +94,23 @@ absl::StatusOr<StoreKind> ParseStoreKind(std::string_view text) {
   return Invalid(absl::StrCat("bad store ", Quote(text), ": expected auto, tmpfs or memfd"));
 }
 
-// A size for a disk: ParseDiskSize, and not 0.
-absl::StatusOr<uint64_t> ParseNonZeroDiskSize(std::string_view text) {
-  absl::StatusOr<uint64_t> bytes = ParseDiskSize(text);
+// A size for a disk: ParseDiskSize (or a percentage of RAM), and not 0.
+absl::StatusOr<uint64_t> ParseNonZeroDiskSize(std::string_view text, uint64_t ram_bytes) {
+  absl::StatusOr<uint64_t> bytes;
+  if (!text.empty() && text.back() == '%') {
+    bytes = ParseSizeOrPercent(text, ram_bytes);
+    if (bytes.ok()) bytes = RoundUp(*bytes, kLogicalBlockSize);
+  } else {
+    bytes = ParseDiskSize(text);
+  }
   if (!bytes.ok()) return bytes.status();
   if (*bytes == 0) return Invalid(absl::StrCat("bad size ", Quote(text), ": must be more than 0"));
   return bytes;
 }
 
 // --max-memory: rounded up to a page, at least one page.
-absl::StatusOr<uint64_t> ParseMaxMemory(std::string_view text) {
-  absl::StatusOr<uint64_t> bytes = ParseSize(text);
+absl::StatusOr<uint64_t> ParseMaxMemory(std::string_view text, uint64_t ram_bytes) {
+  absl::StatusOr<uint64_t> bytes = ParseSizeOrPercent(text, ram_bytes);
   if (!bytes.ok()) return bytes.status();
   absl::StatusOr<uint64_t> rounded = RoundUp(*bytes, kPageSize);
   if (!rounded.ok()) {
@@ -118,7 +124,7 @@ absl::StatusOr<uint64_t> ParseMaxMemory(std::string_view text) {
 }
 
 // NAME:SIZE[:key=value...]
-absl::StatusOr<DiskSpec> ParseDiskArgument(std::string_view text) {
+absl::StatusOr<DiskSpec> ParseDiskArgument(std::string_view text, uint64_t ram_bytes) {
   const std::vector<std::string_view> fields = Split(text, ':');
   DiskSpec disk;
   if (absl::Status status = ValidateDiskName(fields[0]); !status.ok()) {
@@ -128,7 +134,7 @@ absl::StatusOr<DiskSpec> ParseDiskArgument(std::string_view text) {
   if (fields.size() < 2) return Invalid("expected NAME:SIZE[:key=value...]");
   const std::string_view size_text = fields[1];
   if (!size_text.empty()) {
-    absl::StatusOr<uint64_t> bytes = ParseNonZeroDiskSize(size_text);
+    absl::StatusOr<uint64_t> bytes = ParseNonZeroDiskSize(size_text, ram_bytes);
     if (!bytes.ok()) return bytes.status();
     disk.size_bytes = *bytes;
   }
@@ -193,6 +199,7 @@ std::optional<Key> FindKey(std::string_view name) {
 
 class CommandLineParser {
  public:
+  explicit CommandLineParser(uint64_t ram_bytes) : ram_bytes_(ram_bytes) {}
   absl::StatusOr<Config> Parse(const std::vector<std::string>& argv);
 
  private:
@@ -204,6 +211,7 @@ class CommandLineParser {
   absl::Status AddDisk(DiskSpec disk, const std::string& where);
   absl::Status BuildDisks();
 
+  const uint64_t ram_bytes_;  // for "N%" sizes
   Config config_;
   std::vector<std::string> positional_;
   std::vector<std::string> disk_origins_;  // parallel to config_.disks, for messages
@@ -218,7 +226,7 @@ absl::Status CommandLineParser::Apply(Key key, std::string_view value, std::stri
   auto fail = [&](const absl::Status& status) { return Prefixed(where, status); };
   switch (key) {
     case Key::kDisk: {
-      absl::StatusOr<DiskSpec> disk = ParseDiskArgument(value);
+      absl::StatusOr<DiskSpec> disk = ParseDiskArgument(value, ram_bytes_);
       if (!disk.ok()) return fail(disk.status());
       return AddDisk(*std::move(disk), where);
     }
@@ -230,14 +238,14 @@ absl::Status CommandLineParser::Apply(Key key, std::string_view value, std::stri
       return absl::OkStatus();
     }
     case Key::kSize: {
-      absl::StatusOr<uint64_t> bytes = ParseNonZeroDiskSize(value);
+      absl::StatusOr<uint64_t> bytes = ParseNonZeroDiskSize(value, ram_bytes_);
       if (!bytes.ok()) return fail(bytes.status());
       disk_size_ = *bytes;
       disk_size_where_ = std::move(where);
       return absl::OkStatus();
     }
     case Key::kMaxMemory: {
-      absl::StatusOr<uint64_t> bytes = ParseMaxMemory(value);
+      absl::StatusOr<uint64_t> bytes = ParseMaxMemory(value, ram_bytes_);
       if (!bytes.ok()) return fail(bytes.status());
       config_.max_memory_bytes = *bytes;
       return absl::OkStatus();
@@ -288,6 +296,12 @@ absl::Status CommandLineParser::ApplyFuseOptions(std::string_view list) {
       continue;
     }
     if (item == "allow_other") config_.allow_other = true;
+    // mount(8)'s ro/rw: ro makes every disk read-only; it is not passed to
+    // the kernel, so the control tree stays writable (docs/design.md).
+    if (item == "ro" || item == "rw") {
+      config_.readonly = item == "ro";
+      if (item == "ro") continue;
+    }
     config_.fuse_options.emplace_back(item);
   }
   return absl::OkStatus();
@@ -398,16 +412,25 @@ absl::StatusOr<Config> CommandLineParser::Parse(const std::vector<std::string>& 
     return Invalid(absl::StrCat("unexpected argument ", Quote(positional_[2]),
                                 " (expected [SOURCE] MOUNTPOINT)"));
   }
-  config_.mountpoint = positional_.back();  // a SOURCE before it is ignored
+  config_.mountpoint = positional_.back();
   if (config_.mountpoint.empty()) return Invalid("MOUNTPOINT '': empty");
+  if (positional_.size() == 2) {
+    // Recorded as the mount's source, so that mount -a finds an fstab line
+    // already mounted. ',' would split libfuse's option list.
+    const std::string& source = positional_[0];
+    if (source.empty() || source.find(',') != std::string::npos) {
+      return Invalid(absl::StrCat("bad SOURCE ", Quote(source), ": empty or contains ','"));
+    }
+    config_.source = source;
+  }
   RDFS_RETURN_IF_ERROR(BuildDisks());
   return std::move(config_);
 }
 
 }  // namespace
 
-absl::StatusOr<Config> ParseCommandLine(const std::vector<std::string>& argv) {
-  return CommandLineParser().Parse(argv);
+absl::StatusOr<Config> ParseCommandLine(const std::vector<std::string>& argv, uint64_t ram_bytes) {
+  return CommandLineParser(ram_bytes).Parse(argv);
 }
 
 std::string UsageText(std::string_view program) {
@@ -424,7 +447,7 @@ std::string UsageText(std::string_view program) {
       "RAM disks as files: each disk is a fixed-size regular file in MOUNTPOINT whose\n"
       "pages live in memory. The store is sparse: an unwritten page costs no RAM.\n"
       "MOUNTPOINT/.control/ holds the control files (see docs/control.md). SOURCE,\n"
-      "which mount(8) passes (\"none\"), is ignored.\n"
+      "which mount(8) passes, is recorded as the mount's source (default ramdiskfs).\n"
       "\n"
       "Disks:\n"
       "  --disk NAME:SIZE[:key=value...]\n"
@@ -462,9 +485,9 @@ std::string UsageText(std::string_view program) {
       "  -d                  debug output (implies -f)\n"
       "  -s                  single-threaded\n"
       "  -o OPT[,OPT...]     mount options: disk=, disks=, size=, max_memory=, mode=,\n"
-      "                      store=, threads= as above; allow_other (let other\n"
-      "                      users in); anything else (default_permissions,\n"
-      "                      fsname=, rw, nosuid, ...) goes to libfuse unchanged\n"
+      "                      store=, threads= as above; ro (every disk read-only);\n"
+      "                      allow_other (let other users in); anything else\n"
+      "                      (default_permissions, rw, nosuid, ...) goes to libfuse\n"
       "  -h, --help          print this help and exit\n"
       "  -V, --version       print the version and exit\n"
       "\n"
@@ -472,8 +495,13 @@ std::string UsageText(std::string_view program) {
       "last value, except --disk and -o disk=, which add a disk each time.\n"
       "\n"
       "SIZE: bytes, optionally with a K, M, G, T or P suffix (powers of 1024, any\n"
-      "case, optionally followed by iB or B): 4096, 512K, 64M, 1g, 2GiB. No sign,\n"
-      "fraction, spaces or hex. Disk sizes round up to 512 bytes, memory caps to 4K.\n"
+      "case, optionally followed by iB or B): 4096, 512K, 64M, 1g, 2GiB, 1.5G; or a\n"
+      "percentage of RAM, as tmpfs takes it: 50%. No sign, spaces or hex. Disk sizes\n"
+      "round up to 512 bytes, memory caps to 4K.\n"
+      "\n"
+      "Exit status: 0 success (and after a clean unmount), 1 bad options (incorrect\n"
+      "invocation, as mount(8) helpers report it), 32 the mount failed (MOUNTPOINT\n"
+      "missing or already a ramdiskfs, no FUSE, a disk or image that cannot be made).\n"
       "\n"
       "Examples:\n"
       "  ",
@@ -482,8 +510,8 @@ std::string UsageText(std::string_view program) {
       "  ",
       p,
       " /mnt/rd --disk ram0:4G:mode=direct --disk boot::image=/srv/boot.img\n"
-      "  mount -t fuse.ramdiskfs none /mnt/rd -o disks=4,size=1G\n"
-      "  fstab:  none  /mnt/rd  fuse.ramdiskfs  disks=4,size=1G,allow_other  0  0\n"
+      "  mount -t fuse.ramdiskfs ramdiskfs /mnt/rd -o disks=4,size=1G\n"
+      "  fstab:  ramdiskfs  /mnt/rd  fuse.ramdiskfs  disks=4,size=1G,allow_other  0  0\n"
       "  fusermount3 -u /mnt/rd                 (unmount)\n");
 }
 

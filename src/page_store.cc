@@ -194,6 +194,45 @@ absl::Status PageStore::Resize(uint64_t new_size) {
   return absl::OkStatus();
 }
 
+absl::Status PageStore::GrowTo(uint64_t new_size) {
+  if (new_size > kMaxDiskBytes || new_size % kLogicalBlockSize != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("bad disk size ", new_size));
+  }
+  std::lock_guard lock(resize_mu_);
+  if (new_size <= size_bytes()) return absl::OkStatus();
+  if (ftruncate(fd_, static_cast<off_t>(new_size)) != 0) {
+    return ErrnoStatus(errno, "ftruncate(backing file) to grow");
+  }
+  size_bytes_.store(new_size, std::memory_order_release);
+  if (!pool_->kernel_enforces_cap()) SyncAccounting(0);
+  return absl::OkStatus();
+}
+
+void PageStore::ShrinkGrowth(uint64_t grown_to, uint64_t new_size) {
+  std::lock_guard lock(resize_mu_);
+  if (size_bytes() != grown_to || new_size >= grown_to) return;
+  size_bytes_.store(new_size, std::memory_order_release);
+  if (ftruncate(fd_, static_cast<off_t>(new_size)) != 0) {
+    size_bytes_.store(grown_to, std::memory_order_release);
+  }
+  if (!pool_->kernel_enforces_cap()) SyncAccounting(0);
+}
+
+absl::StatusOr<bool> PageStore::AdoptBackingSize() {
+  struct stat st;
+  if (fstat(fd_, &st) != 0) return ErrnoStatus(errno, "fstat(backing file)");
+  const uint64_t backing = static_cast<uint64_t>(st.st_size);
+  std::lock_guard lock(resize_mu_);
+  if (backing <= size_bytes()) return false;
+  uint64_t rounded = (backing + kLogicalBlockSize - 1) & ~(kLogicalBlockSize - 1);
+  if (rounded > kMaxDiskBytes) rounded = kMaxDiskBytes;
+  if (rounded != backing && ftruncate(fd_, static_cast<off_t>(rounded)) != 0) {
+    return ErrnoStatus(errno, "ftruncate(backing file) to a whole sector");
+  }
+  size_bytes_.store(rounded, std::memory_order_release);
+  return true;
+}
+
 absl::StatusOr<uint64_t> PageStore::SeekData(uint64_t offset) const {
   const uint64_t size = size_bytes();
   if (offset >= size) return ErrnoStatus(ENXIO, "SEEK_DATA at or past the end");

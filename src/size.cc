@@ -1,10 +1,12 @@
 // Size parsing and formatting (see size.h). The grammar is deliberately small:
 //
-//   size   := digits [suffix]
+//   size   := digits ["." digits suffix | suffix]
 //   suffix := ("K"|"M"|"G"|"T"|"P") ["iB"|"B"]      (case-insensitive)
 //
-// so that a typo ("1.5G", "1 G", "0x10", "-1", "1KK") is an error naming the
-// input instead of a surprising number.
+// so that a typo ("1 G", "0x10", "-1", "1KK", "1.5") is an error naming the
+// input instead of a surprising number. A fraction needs a unit, as
+// util-linux's sizes take it ("1.5G" = 1.5 * 2^30); what falls below one byte
+// is dropped (1.3K = 1331 bytes).
 
 #include "ramdiskfs/size.h"
 
@@ -74,10 +76,27 @@ absl::StatusOr<uint64_t> ParseSize(std::string_view text) {
     value = value * 10 + digit;
   }
 
+  // A fraction: its digits, kept as numerator / 10^digits (at most 18 digits,
+  // so both fit in 64 bits).
+  uint64_t fraction = 0;
+  uint64_t fraction_scale = 1;
+  if (pos < text.size() && (text[pos] == '.' || text[pos] == ',')) {
+    if (text[pos] == ',') return BadSize(text, "use '.' for a fraction");
+    ++pos;
+    const size_t first = pos;
+    for (; pos < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[pos])); ++pos) {
+      if (pos - first >= 18) return BadSize(text, "too many decimals");
+      fraction = fraction * 10 + static_cast<uint64_t>(text[pos] - '0');
+      fraction_scale *= 10;
+    }
+    if (pos == first) return BadSize(text, "expected digits after '.'");
+    if (pos == text.size()) return BadSize(text, "a fraction needs a unit (K, M, G, T or P)");
+  }
+
   const std::string_view suffix = text.substr(pos);
   int shift = 0;
   if (!suffix.empty()) {
-    if (suffix[0] == '.' || suffix[0] == ',') return BadSize(text, "no fractions allowed");
+    if (suffix[0] == '.' || suffix[0] == ',') return BadSize(text, "one '.' at most");
     if ((suffix[0] == 'x' || suffix[0] == 'X') && pos == 1 && text[0] == '0') {
       return BadSize(text, "no hex allowed");
     }
@@ -93,7 +112,32 @@ absl::StatusOr<uint64_t> ParseSize(std::string_view text) {
   if (overflow || (shift > 0 && value > (kU64Max >> shift))) {
     return BadSize(text, "too large (more than 2^64-1 bytes)");
   }
-  return value << shift;
+  // fraction < fraction_scale <= 10^18 < 2^60, and unit <= 2^50: split the
+  // product so it cannot overflow (unit = q * scale + r).
+  const uint64_t unit = uint64_t{1} << shift;
+  const uint64_t part =
+      (unit / fraction_scale) * fraction +
+      static_cast<uint64_t>(static_cast<unsigned __int128>(unit % fraction_scale) * fraction /
+                            fraction_scale);
+  const uint64_t whole = value << shift;
+  if (part > kU64Max - whole) return BadSize(text, "too large (more than 2^64-1 bytes)");
+  return whole + part;
+}
+
+absl::StatusOr<uint64_t> ParseSizeOrPercent(std::string_view text, uint64_t total_bytes) {
+  if (text.empty() || text.back() != '%') return ParseSize(text);
+  const std::string_view number = text.substr(0, text.size() - 1);
+  if (total_bytes == 0) return BadSize(text, "a percentage needs the size of RAM, unknown here");
+  uint64_t percent = 0;
+  bool ok = !number.empty() && number.size() <= 3;
+  for (char c : number) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) ok = false;
+    if (ok) percent = percent * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (!ok || percent == 0 || percent > 100) {
+    return BadSize(text, "a percentage of RAM must be 1% to 100%");
+  }
+  return static_cast<uint64_t>(static_cast<unsigned __int128>(total_bytes) * percent / 100);
 }
 
 absl::StatusOr<uint64_t> ParseDiskSize(std::string_view text) {

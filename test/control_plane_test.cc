@@ -218,6 +218,7 @@ TEST_F(ControlPlaneTest, CreateThroughTheTree) {
   auto made = control_->CreateFile("create", true, "img", S_IFREG | 0644, 77, 88);
   ASSERT_TRUE(made.ok()) << made.status();
   EXPECT_EQ((*made)->size_bytes(), 0u);
+  EXPECT_TRUE((*made)->growing());
   EXPECT_EQ((*made)->attributes().permissions, 0600u);  // whatever the umask allowed
   EXPECT_EQ((*made)->attributes().uid, 77u);
   EXPECT_EQ((*made)->requested_mode(), DataMode::kDirect);
@@ -231,15 +232,46 @@ TEST_F(ControlPlaneTest, CreateThroughTheTree) {
   EXPECT_EQ(table_->size(), 1u);
 }
 
-TEST_F(ControlPlaneTest, ReadonlyIsRefusedWhileDaxWritesBypassTheDaemon) {
-  auto dax = Make("d", kMiB, DataMode::kDax);
-  table_->SetDaxFallback("");
-  ASSERT_TRUE(dax->Open(true).ok());
-  EXPECT_EQ(Write(ControlFile::kReadonly, dax, "1"), EBUSY);
-  EXPECT_FALSE(dax->readonly());
-  dax->Release(true);
-  EXPECT_EQ(Write(ControlFile::kReadonly, dax, "1"), 0);
-  EXPECT_TRUE(dax->readonly());
+// A disk made through the tree grows with what its creator writes; its last
+// release fixes the size, and the kernel is told each time the size moves.
+TEST_F(ControlPlaneTest, ACreatedDiskGrowsUntilItsCreatorCloses) {
+  auto made = control_->CreateFile("create", true, "img", S_IFREG, 0, 0);
+  ASSERT_TRUE(made.ok());
+  Disk& disk = **made;
+  ASSERT_TRUE(disk.Open(true).ok());
+  ASSERT_TRUE(disk.Write(0, "hello", 5).ok());
+  EXPECT_EQ(disk.size_bytes(), 512u);
+  control_->Closed(disk);  // close(): the size is rounded up to a page
+  EXPECT_EQ(disk.size_bytes(), 4096u);
+  EXPECT_EQ(kernel_.calls, Calls{"attr img"});
+  control_->Released(disk, true, false);
+  EXPECT_FALSE(disk.growing());
+  EXPECT_EQ(kernel_.calls, (Calls{"attr img", "attr img"}));
+  EXPECT_EQ(StatusToErrno(disk.Write(4096, "x", 1).status()), ENOSPC);  // fixed now
+}
+
+TEST_F(ControlPlaneTest, AReadOnlyMountMakesNoDisksThroughTheTree) {
+  ControlPlane ro(table_.get(), &kernel_, ControlPlaneOptions{0, 0, DataMode::kDirect, true});
+  EXPECT_EQ(StatusToErrno(ro.CreateFile("create", true, "img", S_IFREG, 0, 0).status()), EROFS);
+  EXPECT_TRUE(ro.Write(ControlFile::kNew, nullptr, 0, "a 1M").ok());
+  EXPECT_TRUE(table_->Find("a")->readonly());
+}
+
+TEST_F(ControlPlaneTest, ReadonlyIsRefusedWhileAnOpenWritesWithoutTheDaemon) {
+  auto disk = Make("d", kMiB, DataMode::kDirect);
+  ASSERT_TRUE(disk->Open(true).ok());  // served by the daemon: no obstacle
+  EXPECT_EQ(Write(ControlFile::kReadonly, disk, "1"), 0);
+  EXPECT_EQ(Write(ControlFile::kReadonly, disk, "0"), 0);
+  disk->Release(true);
+  ASSERT_TRUE(disk->Open(true).ok());  // a passthrough read-write open (dax, or direct + mmap)
+  ASSERT_TRUE(disk->AddBypassWriter().ok());
+  kernel_.calls.clear();
+  EXPECT_EQ(Write(ControlFile::kReadonly, disk, "1"), EBUSY);
+  EXPECT_FALSE(disk->readonly());
+  EXPECT_EQ(kernel_.calls, Calls{});
+  disk->Release(true, /*bypass_writer=*/true);
+  EXPECT_EQ(Write(ControlFile::kReadonly, disk, "1"), 0);
+  EXPECT_TRUE(disk->readonly());
   EXPECT_EQ(kernel_.calls, Calls{"attr d"});
 }
 
@@ -248,9 +280,11 @@ TEST_F(ControlPlaneTest, ModeNeedsTheDiskClosedAndDaxAvailable) {
   ASSERT_TRUE(disk->Open(false).ok());
   EXPECT_EQ(Write(ControlFile::kMode, disk, "cached"), EBUSY);
   disk->Release(false);
+  disk->set_backing_id(5);
   EXPECT_EQ(Write(ControlFile::kMode, disk, "cached"), 0);
   EXPECT_EQ(disk->requested_mode(), DataMode::kCached);
-  EXPECT_EQ(kernel_.calls, Calls{"data ram0"});  // no cached page outlives the mode
+  // cached opens never use the backing id; no cached page outlives the mode.
+  EXPECT_EQ(kernel_.calls, (Calls{"release ram0 5", "data ram0"}));
   kernel_.facts.passthrough = false;
   EXPECT_EQ(Write(ControlFile::kMode, disk, "dax"), EOPNOTSUPP);
   EXPECT_EQ(disk->requested_mode(), DataMode::kCached);

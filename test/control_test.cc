@@ -175,9 +175,9 @@ INSTANTIATE_TEST_SUITE_P(
     Table, ParseNewCommandBadTest,
     testing::Values(
         Bad{"ram0", "new: missing SIZE"}, Bad{"ram0 12Q", "new: bad size '12Q': unknown suffix"},
-        Bad{"ram0 -1", "no sign"}, Bad{"ram0 +1", "no sign"}, Bad{"ram0 1.5G", "no fractions"},
-        Bad{"ram0 0x100", "no hex"}, Bad{"ram0 abc", "expected a number"},
-        Bad{"ram0 18446744073709551616", "too large"},
+        Bad{"ram0 -1", "no sign"}, Bad{"ram0 +1", "no sign"},
+        Bad{"ram0 1.5", "a fraction needs a unit"}, Bad{"ram0 0x100", "no hex"},
+        Bad{"ram0 abc", "expected a number"}, Bad{"ram0 18446744073709551616", "too large"},
         Bad{"ram0 9223372036854771713", "larger than the largest disk"},
         Bad{"../x 1G", "bad disk name '../x'"}, Bad{". 1G", "bad disk name '.'"},
         Bad{".. 1G", "bad disk name '..'"}, Bad{".control 1G", "bad disk name '.control'"},
@@ -280,11 +280,11 @@ TEST(ParseDiscardCommandTest, Rejects) {
            Bad{"0 18446744073709551616", "too large"},
            Bad{"-1 5", "discard: bad size '-1': no sign"},
            Bad{"1 -5", "bad size '-5'"},
-           Bad{"1.5 2", "no fractions"},
+           Bad{"1.5 2", "a fraction needs a unit"},
            Bad{"0x10 1", "no hex"},
            Bad{"abc 1", "expected a number"},
            Bad{"1 12Q", "unknown suffix 'Q'"},
-           Bad{"1,5 2", "no fractions"},
+           Bad{"1,5 2", "use '.' for a fraction"},
        }) {
     absl::StatusOr<ByteRange> range = ParseDiscardCommand(bad.text);
     ExpectInvalid(range.status(), "discard", bad.text);
@@ -324,10 +324,11 @@ TEST(ParseDiskSizeValueTest, Values) {
     ASSERT_TRUE(bytes.ok()) << c.text << ": " << bytes.status();
     EXPECT_EQ(*bytes, c.bytes) << c.text;
   }
-  for (const Bad& bad : {Bad{"1 G", "size: unexpected field 'G' (expected SIZE)"},
-                         Bad{"-5", "size: bad size '-5': no sign"}, Bad{"abc", "expected a number"},
-                         Bad{"9223372036854771713", "larger than the largest disk"},
-                         Bad{"18446744073709551616", "too large"}, Bad{"1.5G", "no fractions"}}) {
+  for (const Bad& bad :
+       {Bad{"1 G", "size: unexpected field 'G' (expected SIZE)"},
+        Bad{"-5", "size: bad size '-5': no sign"}, Bad{"abc", "expected a number"},
+        Bad{"9223372036854771713", "larger than the largest disk"},
+        Bad{"18446744073709551616", "too large"}, Bad{"1.5", "a fraction needs a unit"}}) {
     absl::StatusOr<uint64_t> bytes = ParseDiskSizeValue(bad.text);
     ExpectInvalid(bytes.status(), "size", bad.text);
     EXPECT_NE(std::string(bytes.status().message()).find(bad.message), std::string::npos)

@@ -2,6 +2,7 @@
 
 #include "ramdiskfs/disk.h"
 
+#include <atomic>
 #include <cerrno>
 #include <string>
 #include <thread>
@@ -23,6 +24,7 @@ using DiskTest = DiskTableTest;
 TEST_F(DiskTest, SizesRoundUpToTheLogicalBlock) {
   auto disk = Make("ram0", 1000);
   EXPECT_EQ(disk->size_bytes(), 1024u);
+  EXPECT_FALSE(disk->growing());
   ASSERT_TRUE(disk->Resize(4097, 0).ok());
   EXPECT_EQ(disk->size_bytes(), 4608u);
 }
@@ -30,7 +32,7 @@ TEST_F(DiskTest, SizesRoundUpToTheLogicalBlock) {
 TEST_F(DiskTest, ReadOnlyRefusesEveryChange) {
   auto disk = Make("ram0", kMiB);
   ASSERT_TRUE(disk->Write(0, "abc", 3).ok());
-  ASSERT_TRUE(disk->SetReadonly(true, 0).ok());
+  ASSERT_TRUE(disk->SetReadonly(true).ok());
   EXPECT_EQ(StatusToErrno(disk->Write(0, "x", 1).status()), EROFS);
   EXPECT_EQ(StatusToErrno(disk->Resize(2 * kMiB, 0)), EROFS);
   EXPECT_EQ(StatusToErrno(disk->Fallocate(kFallocPunchHole | kFallocKeepSize, 0, 4096)), EROFS);
@@ -46,9 +48,114 @@ TEST_F(DiskTest, ReadOnlyRefusesEveryChange) {
 
 TEST_F(DiskTest, ReadOnlyIsRefusedWhileDaxWritersBypassTheDaemon) {
   auto disk = Make("ram0", kMiB);
-  EXPECT_EQ(StatusToErrno(disk->SetReadonly(true, 1)), EBUSY);
+  ASSERT_TRUE(disk->Open(true).ok());
+  ASSERT_TRUE(disk->AddBypassWriter().ok());
+  EXPECT_EQ(StatusToErrno(disk->SetReadonly(true)), EBUSY);
   EXPECT_FALSE(disk->readonly());
-  EXPECT_TRUE(disk->SetReadonly(false, 1).ok());  // making it writable is always fine
+  EXPECT_TRUE(disk->SetReadonly(false).ok());  // making it writable is always fine
+  disk->Release(true, /*bypass_writer=*/true);
+  EXPECT_TRUE(disk->SetReadonly(true).ok());
+  // And a bypassing writer cannot start on a read-only disk.
+  ASSERT_TRUE(disk->Open(false).ok());
+  EXPECT_EQ(StatusToErrno(disk->AddBypassWriter()), EROFS);
+  disk->Release(false);
+}
+
+TEST_F(DiskTest, NoOpenAfterDelete) {
+  auto disk = Make("ram0", kMiB);
+  ASSERT_TRUE(table_->Delete("ram0").ok());
+  EXPECT_TRUE(disk->deleted());
+  EXPECT_EQ(StatusToErrno(disk->Open(false)), ENOENT);
+  EXPECT_EQ(disk->opens(), 0);
+}
+
+// Opens racing a delete: either the open wins (delete is EBUSY) or the delete
+// does (open is ENOENT); never an open counted on a disk gone from the table.
+TEST_F(DiskTest, OpenRacingDeleteIsAllOrNothing) {
+  for (int round = 0; round < 200; ++round) {
+    auto disk = Make("race", kMiB);
+    std::atomic<bool> go{false};
+    absl::Status opened, deleted;
+    std::thread opener([&] {
+      while (!go.load()) {
+      }
+      opened = disk->Open(true);
+    });
+    std::thread deleter([&] {
+      while (!go.load()) {
+      }
+      deleted = table_->Delete("race");
+    });
+    go = true;
+    opener.join();
+    deleter.join();
+    if (opened.ok()) {
+      if (deleted.ok()) {
+        ADD_FAILURE() << "round " << round << ": both the open and the delete won";
+      }
+      EXPECT_EQ(StatusToErrno(deleted), EBUSY);
+      disk->Release(true);
+      ASSERT_TRUE(table_->Delete("race").ok());
+    } else {
+      EXPECT_EQ(StatusToErrno(opened), ENOENT);
+      EXPECT_TRUE(deleted.ok());
+    }
+    EXPECT_EQ(table_->Find("race"), nullptr);
+  }
+}
+
+TEST_F(DiskTest, GrowingDiskGrowsUntilItsLastCloseThenRoundsUp) {
+  NewDisk spec;
+  spec.name = "img";
+  spec.growing = true;
+  auto made = table_->Create(spec);
+  ASSERT_TRUE(made.ok()) << made.status();
+  std::shared_ptr<Disk> disk = *made;
+  EXPECT_EQ(disk->size_bytes(), 0u);
+  ASSERT_TRUE(disk->Open(true).ok());
+  auto n = disk->Write(10000, "abc", 3);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 3u);
+  EXPECT_EQ(disk->size_bytes(), 10240u);  // 10003 up to a sector
+  // KEEP_SIZE past the end is nothing to do; mode 0 extends.
+  EXPECT_TRUE(disk->Fallocate(kFallocPunchHole | kFallocKeepSize, 20000, 4096).ok());
+  EXPECT_EQ(disk->size_bytes(), 10240u);
+  EXPECT_TRUE(disk->Fallocate(0, 12000, 1000).ok());
+  EXPECT_EQ(disk->size_bytes(), 13312u);
+  EXPECT_TRUE(disk->OnClose());  // a close rounds up to a page
+  EXPECT_EQ(disk->size_bytes(), 16384u);
+  EXPECT_TRUE(disk->growing());
+  disk->Release(true);
+  EXPECT_FALSE(disk->growing());
+  EXPECT_EQ(disk->size_bytes(), 16384u);
+  // Fixed now: past the end is ENOSPC again.
+  ASSERT_TRUE(disk->Open(true).ok());
+  EXPECT_EQ(StatusToErrno(disk->Write(16384, "x", 1).status()), ENOSPC);
+  disk->Release(true);
+  char buf[3];
+  ASSERT_TRUE(disk->Read(10000, buf, 3).ok());
+  EXPECT_EQ(std::string(buf, 3), "abc");
+}
+
+TEST_F(DiskTest, GrowingStaysUnderTheCap) {
+  NewDisk spec;
+  spec.name = "big";
+  spec.growing = true;
+  auto disk = *table_->Create(spec);
+  ASSERT_TRUE(disk->Open(true).ok());
+  std::string chunk(kMiB, 'x');
+  absl::Status status;
+  uint64_t offset = 0;
+  for (; offset < 128 * kMiB; offset += kMiB) {
+    auto n = disk->Write(offset, chunk.data(), chunk.size());
+    if (!n.ok()) {
+      status = n.status();
+      break;
+    }
+  }
+  EXPECT_EQ(StatusToErrno(status), ENOSPC);  // the pool is 64 MiB
+  EXPECT_LE(disk->store().allocated_bytes(), 64 * kMiB);
+  disk->Release(true);
 }
 
 TEST_F(DiskTest, NullModeReadsZerosAndDropsWrites) {
@@ -133,7 +240,7 @@ TEST_F(DiskTest, StatsRowsAreInTheDocumentedOrder) {
       "name",           "size",        "allocated_bytes", "allocated_pages", "mode",
       "requested_mode", "readonly",    "opens",           "reads",           "writes",
       "read_bytes",     "write_bytes", "discards",        "discard_bytes",   "flushes",
-      "fallback",       "passthrough"};
+      "fallback",       "passthrough", "overflow_bytes",  "growing"};
   EXPECT_EQ(keys, expected);
   EXPECT_EQ(disk->StatsRows()[2].second, "4096");
 }

@@ -165,12 +165,47 @@ TEST(ParseCommandLineTest, Defaults) {
   EXPECT_TRUE(config->fuse_options.empty());
 }
 
-TEST(ParseCommandLineTest, SourceIsIgnored) {
+TEST(ParseCommandLineTest, SourceIsRecorded) {
   for (std::string source : {"none", "ramdiskfs", "/dev/null"}) {
     absl::StatusOr<Config> config = Parse({source, "/mnt/rd"});
     ASSERT_TRUE(config.ok()) << config.status();
     EXPECT_EQ(config->mountpoint, "/mnt/rd");
+    EXPECT_EQ(config->source, source);
   }
+  absl::StatusOr<Config> config = Parse({"/mnt/rd"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->source, "ramdiskfs");
+  EXPECT_FALSE(Parse({"a,b", "/mnt/rd"}).ok());  // would split libfuse's option list
+  EXPECT_FALSE(Parse({"", "/mnt/rd"}).ok());
+}
+
+TEST(ParseCommandLineTest, ReadOnlyMount) {
+  absl::StatusOr<Config> config = Parse({"none", "/mnt/rd", "-o", "rw,ro,disks=2"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->readonly);
+  // ro is the daemon's (every disk read-only), not the kernel's: the control
+  // tree stays writable.
+  EXPECT_EQ(config->fuse_options, (std::vector<std::string>{"rw"}));
+  config = Parse({"/mnt/rd", "-o", "ro", "-o", "rw"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->readonly);
+}
+
+TEST(ParseCommandLineTest, PercentOfRamAndFractions) {
+  absl::StatusOr<Config> config =
+      ParseCommandLine({"ramdiskfs", "/mnt/rd", "-o", "max_memory=50%,disks=1,size=1.5G"}, 8 * GiB);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->max_memory_bytes, 4 * GiB);
+  EXPECT_EQ(config->disks[0].size_bytes, 3 * GiB / 2);
+  config = ParseCommandLine({"ramdiskfs", "/mnt/rd", "--disk", "a:10%", "--max-memory", "25%"},
+                            1000 * 4096);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->disks[0].size_bytes, 409600u);  // 10% of RAM, a multiple of 512 here
+  EXPECT_EQ(config->max_memory_bytes, 250u * 4096);
+  // Without knowing RAM (the pure default), a percentage is an error.
+  EXPECT_FALSE(Parse({"/mnt/rd", "--max-memory", "50%"}).ok());
+  EXPECT_FALSE(ParseCommandLine({"ramdiskfs", "/mnt/rd", "--max-memory", "0%"}, GiB).ok());
+  EXPECT_FALSE(ParseCommandLine({"ramdiskfs", "/mnt/rd", "--max-memory", "101%"}, GiB).ok());
 }
 
 TEST(ParseCommandLineTest, OptionsAnywhere) {
@@ -536,7 +571,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{{"/mnt", "--disk", "ram0::readonly=1"}, "missing SIZE"},
         BadArgs{{"/mnt", "--disk", "ram0:0"}, "--disk 'ram0:0': bad size '0': must be more than 0"},
         BadArgs{{"/mnt", "--disk", "ram0:-1G"}, "no sign"},
-        BadArgs{{"/mnt", "--disk", "ram0:1.5G"}, "no fractions"},
+        BadArgs{{"/mnt", "--disk", "ram0:1.5"}, "a fraction needs a unit"},
         BadArgs{{"/mnt", "--disk", "ram0:9223372036854771713"}, "larger than the largest disk"},
         BadArgs{{"/mnt", "--disk", "../x:1G"}, "--disk '../x:1G': bad disk name '../x'"},
         BadArgs{{"/mnt", "--disk", ".control:1G"}, "bad disk name '.control'"},
@@ -590,7 +625,7 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(
         BadArgs{{"/mnt", "--max-memory", "0"}, "--max-memory '0': bad size '0': must be at least"},
         BadArgs{{"/mnt", "--max-memory", "18446744073709551615"}, "too large to round up"},
-        BadArgs{{"/mnt", "--max-memory", "1.5G"}, "no fractions"},
+        BadArgs{{"/mnt", "--max-memory", "1,5G"}, "use '.' for a fraction"},
         BadArgs{{"/mnt", "-o", "max_memory=x"}, "-o 'max_memory=x': bad size 'x'"},
         BadArgs{{"/mnt", "--mode", "fast"}, "--mode 'fast': bad mode 'fast'"},
         BadArgs{{"/mnt", "--mode", "DAX"}, "bad mode 'DAX'"},
@@ -663,7 +698,11 @@ TEST(UsageTextTest, ListsEverything) {
                              "512 bytes",
                              "ram0..ramN-1",
                              "ramdiskfs /mnt/rd --disks 2 --size 1G",
-                             "mount -t fuse.ramdiskfs none /mnt/rd -o disks=4,size=1G",
+                             "mount -t fuse.ramdiskfs ramdiskfs /mnt/rd -o disks=4,size=1G",
+                             "fstab:  ramdiskfs  /mnt/rd",
+                             "Exit status:",
+                             "50%",
+                             "1.5G",
                              "fusermount3 -u"}) {
     EXPECT_NE(usage.find(needle), std::string::npos) << "missing '" << needle << "' in\n" << usage;
   }

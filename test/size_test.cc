@@ -79,7 +79,9 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"-0", "no sign"}, Bad{" 1", "no spaces"}, Bad{"1 ", "no spaces"},
         Bad{"1 K", "no spaces"}, Bad{"1\t", "no spaces"},
         Bad{"1\n", "bad size '1\\n'"},  // quoted escaped: the message stays one line
-        Bad{"1.5G", "no fractions"}, Bad{"1,5G", "no fractions"}, Bad{"1.", "no fractions"},
+        Bad{"1.5", "a fraction needs a unit"}, Bad{"1,5G", "use '.' for a fraction"},
+        Bad{"1.", "expected digits after '.'"}, Bad{"1.G", "expected digits after '.'"},
+        Bad{"1.5.5G", "one '.' at most"}, Bad{"1.1234567890123456789G", "too many decimals"},
         Bad{".5", "expected a number"}, Bad{"0x10", "no hex"}, Bad{"0X10", "no hex"},
         Bad{"1x10", "unknown suffix 'x10'"}, Bad{"K", "expected a number"},
         Bad{"KiB", "expected a number"}, Bad{"abc", "expected a number"},
@@ -97,6 +99,32 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"18014398509481984K", "too large"}, Bad{"17179869184G", "too large"},
         Bad{"16777216T", "too large"}, Bad{"16384P", "too large"},
         Bad{"99999999999999999999K", "too large"}));
+
+// util-linux fractions: "1.5G" is 1.5 * 2^30; what falls below a byte is dropped.
+TEST(ParseSizeTest, Fractions) {
+  EXPECT_EQ(*ParseSize("1.5G"), 3 * GiB / 2);
+  EXPECT_EQ(*ParseSize("0.5K"), 512u);
+  EXPECT_EQ(*ParseSize("1.3K"), 1331u);  // 1331.2
+  EXPECT_EQ(*ParseSize("2.25MiB"), 9 * MiB / 4);
+  EXPECT_EQ(*ParseSize("0.000000000001P"), 1125u);           // 1125.9 bytes
+  EXPECT_EQ(*ParseSize("0.000000000000000001P"), 0u);        // 0.001 bytes
+  EXPECT_EQ(*ParseSize("16383.999999999999999999P"), kMax);  // 18 decimals: the most
+  EXPECT_EQ(*ParseSize("16383.5P"), kMax - (PiB - 1) + PiB / 2);
+  EXPECT_FALSE(ParseSize("16383.9999999999999999999P").ok());  // 19 decimals
+  EXPECT_FALSE(ParseSize("16384.0P").ok());
+}
+
+TEST(ParseSizeTest, Percent) {
+  EXPECT_EQ(*ParseSizeOrPercent("50%", 8 * GiB), 4 * GiB);
+  EXPECT_EQ(*ParseSizeOrPercent("100%", 8 * GiB), 8 * GiB);
+  EXPECT_EQ(*ParseSizeOrPercent("1%", 100), 1u);
+  EXPECT_EQ(*ParseSizeOrPercent("64M", 8 * GiB), 64 * MiB);  // plain sizes pass through
+  for (const char* bad : {"0%", "101%", "%", "5.5%", "-5%", "1000%", "50 %", "50%%"}) {
+    absl::StatusOr<uint64_t> bytes = ParseSizeOrPercent(bad, 8 * GiB);
+    EXPECT_FALSE(bytes.ok()) << bad;
+  }
+  EXPECT_NE(Message(ParseSizeOrPercent("50%", 0).status()).find("size of RAM"), std::string::npos);
+}
 
 TEST(ParseSizeTest, OverflowWithBadSuffixNamesTheSuffix) {
   absl::StatusOr<uint64_t> bytes = ParseSize("99999999999999999999Q");

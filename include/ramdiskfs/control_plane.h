@@ -78,6 +78,7 @@ struct ControlPlaneOptions {
   uid_t uid = 0;  // the mounting user: owner of `new` disks, may BLKFLSBUF
   gid_t gid = 0;
   DataMode default_mode = DataMode::kDax;  // of `new` and created disks
+  bool readonly = false;  // -o ro: `new` disks are read-only; none made through the tree
 };
 
 // Who makes a request that acts on one disk: the in-use rule does not count
@@ -109,8 +110,11 @@ class ControlPlane {
 
   // --- the tree ------------------------------------------------------------------
   // create/mknod NAME in the directory `in_root` says. Only regular files in
-  // the root: EPERM otherwise. The disk is empty (size 0), 0600 whatever
-  // the umask, owned by `owner_uid`/`owner_gid`, in the default mode.
+  // the root: EPERM otherwise; EROFS on a read-only mount. The disk is empty
+  // (size 0) and growing — it takes the size of what is written until its
+  // last open closes (a copy into a new name makes a disk of the copy's
+  // size) — 0600 whatever the umask, owned by `owner_uid`/`owner_gid`, in
+  // the default mode.
   absl::StatusOr<std::shared_ptr<Disk>> CreateFile(std::string_view what, bool in_root,
                                                    std::string_view name, mode_t type,
                                                    uid_t owner_uid, gid_t owner_gid);
@@ -123,6 +127,14 @@ class ControlPlane {
   absl::Status Truncate(Disk& disk, uint64_t new_size, const Caller& caller);
   // BLKFLSBUF: root or the mounting user only (EACCES); as the `flush` file.
   absl::Status FlushBuffers(Disk& disk, const Caller& caller);
+
+  // --- the life of an open (the adapter calls these at FLUSH and RELEASE) ------
+  // A close(2) of an open of `disk`: a growing disk takes its page-rounded
+  // size (Disk::OnClose), and the kernel drops the attributes it cached.
+  void Closed(Disk& disk);
+  // The end of an open (Disk::Release). When that was a growing disk's last
+  // open, its size is now fixed, and the kernel drops the cached attributes.
+  void Released(Disk& disk, bool for_write, bool bypass_writer);
 
   // --- the in-use rule ---------------------------------------------------------------
   // Opens of `disk` other than the caller's own.

@@ -40,6 +40,9 @@ struct DiskStats {
   std::atomic<uint64_t> discards{0};
   std::atomic<uint64_t> discard_bytes{0};
   std::atomic<uint64_t> flushes{0};
+  // dax: bytes written past the end through passthrough and cut off (the
+  // span from the end of the disk to the furthest byte written).
+  std::atomic<uint64_t> overflow_bytes{0};
 };
 
 // File attributes a user can change (chmod/chown) plus times.
@@ -58,8 +61,10 @@ inline constexpr int kFallocZeroRange = 0x10;
 
 class Disk {
  public:
+  // `growing`: a disk made through the tree (create/mknod), which grows with
+  // what is written to it until its last open closes.
   Disk(uint64_t id, std::string name, std::unique_ptr<PageStore> store, DataMode mode,
-       bool readonly, DiskAttributes attributes);
+       bool readonly, DiskAttributes attributes, bool growing = false);
   Disk(const Disk&) = delete;
   Disk& operator=(const Disk&) = delete;
 
@@ -82,12 +87,50 @@ class Disk {
 
   bool readonly() const { return readonly_.load(); }
 
-  // --- opens ----------------------------------------------------------------
-  // Records an open. Errors: EROFS if `for_write` and the disk is read-only.
+  // --- opens and the disk's life ---------------------------------------------
+  // Open, MarkDeleted, SetMode and SetReadonly take mu_, so each sees the
+  // others' effects whole: an open cannot slip in between a delete's "not
+  // open" check and the disk leaving the table (which would let it register
+  // a backing id for a disk already gone and leak its memory).
+  //
+  // Records an open. Errors: ENOENT once the disk is deleted; EROFS if
+  // `for_write` and the disk is read-only.
   absl::Status Open(bool for_write);
-  void Release(bool for_write);
+  // Records that an open made by Open() can write without the daemon: a dax
+  // passthrough open for writing, or a passthrough open that can map the
+  // disk shared and writable. Read-only is refused while one exists (the
+  // kernel would keep writing). Errors: EROFS if the disk became read-only
+  // since Open() (the caller then releases the open).
+  absl::Status AddBypassWriter();
+  // Ends an open. The last release of a growing disk fixes its size
+  // (rounded up to 4096).
+  void Release(bool for_write, bool bypass_writer = false);
   int opens() const { return opens_.load(); }
   int write_opens() const { return write_opens_.load(); }
+  int bypass_writers() const { return bypass_writers_.load(); }
+  // Removes the disk from use: every later Open() fails with ENOENT.
+  // Errors: EBUSY while it is open.
+  absl::Status MarkDeleted();
+  bool deleted() const;
+
+  // --- growth (a disk made through the tree) -----------------------------------
+  // True until the last open of a disk made through the tree closes; while
+  // true, writes and fallocate past the end extend it (under the cap).
+  bool growing() const { return growing_.load(); }
+  // dax: passthrough writes reach the backing file without the daemon. A
+  // growing disk takes the backing file's size; a fixed one cuts what was
+  // written past its end, counts it (stats overflow_bytes, overflow_events)
+  // and logs it once. Returns true if the disk's size changed. Other modes:
+  // nothing, false.
+  bool SyncBackingFile();
+  // Incidents of bytes cut by SyncBackingFile so far. An open that saw a
+  // smaller number when it last reported learns of a loss (its fsync and
+  // close return ENOSPC), as writeback errors reach every writer.
+  uint64_t overflow_events() const { return overflow_events_.load(); }
+  // At a close (FLUSH) of an open of the disk: a growing disk's size is
+  // rounded up to 4096 (what it will be when fixed). Returns true if the
+  // size changed.
+  bool OnClose();
 
   // --- the per-disk I/O path ---------------------------------------------------
   // Every data request the daemon serves passes through exactly one of
@@ -110,13 +153,16 @@ class Disk {
   // layer that injects read errors returns its error here.
   absl::StatusOr<size_t> PrepareSplicedRead(uint64_t offset, size_t length);
   // Write: EROFS if read-only; ENOSPC at or past the end; cut short at the
-  // end; null mode drops the data. Counts stats.
+  // end (a growing disk grows instead; EFBIG past kMaxDiskBytes); null mode
+  // drops the data. Counts stats.
   absl::StatusOr<size_t> Write(uint64_t offset, const char* buf, size_t length);
   // fallocate(mode, offset, length) as a block device treats it: PUNCH_HOLE
   // (needs KEEP_SIZE) and ZERO_RANGE free the range's pages and zero partial
   // ones; mode 0 / KEEP_SIZE allocate. A range past the end is cut when
   // KEEP_SIZE is set and EINVAL otherwise; an offset at or past the end is
-  // EINVAL. Errors: EROFS, EOPNOTSUPP for other modes, ENOSPC from the cap.
+  // EINVAL. A growing disk grows for mode 0 and takes ranges past its end
+  // with KEEP_SIZE as nothing to do (as a file would). Errors: EROFS,
+  // EOPNOTSUPP for other modes, ENOSPC from the cap.
   absl::Status Fallocate(int falloc_mode, uint64_t offset, uint64_t length);
   // fsync/fdatasync of an open disk file (FUSE_FSYNC). Everything the store
   // holds is already in RAM, so today this succeeds at once; a write cache
@@ -137,9 +183,11 @@ class Disk {
   absl::Status Resize(uint64_t new_size, int other_opens);
   // Switches the requested mode. Errors: EBUSY while open.
   absl::Status SetMode(DataMode mode);
-  // Errors: EBUSY when making a disk read-only while files open for writing
-  // use passthrough (the kernel would keep writing past the flag).
-  absl::Status SetReadonly(bool readonly, int passthrough_write_opens);
+  // Errors: EBUSY when making a disk read-only while an open can write
+  // without the daemon (AddBypassWriter: the kernel would keep writing past
+  // the flag, through passthrough or a shared writable mapping, even one
+  // whose fd is closed: the kernel releases the file only after munmap).
+  absl::Status SetReadonly(bool readonly);
 
   // --- attributes -------------------------------------------------------------
   DiskAttributes attributes() const;
@@ -151,6 +199,8 @@ class Disk {
   // --- passthrough backing id (FUSE adapter bookkeeping, src/fuse/passthrough.h)
   int backing_id() const;
   void set_backing_id(int id);
+  // Whether opens in the current mode use passthrough (dax; direct for mmap).
+  bool passthrough() const;
 
   DiskStats& stats() { return stats_; }
   const DiskStats& stats() const { return stats_; }
@@ -162,6 +212,10 @@ class Disk {
  private:
   absl::Status ReadOnlyError() const;
   void CountRead(size_t bytes);
+  // A growing disk: extends the size to cover [offset, offset+length).
+  absl::Status GrowFor(uint64_t offset, uint64_t length);
+  // Rounds a growing (or just fixed) disk's size up to 4096.
+  bool RoundUpGrowth();
 
   const uint64_t id_;
   const std::string name_;
@@ -170,12 +224,16 @@ class Disk {
   std::atomic<bool> readonly_;
   std::atomic<int> opens_{0};
   std::atomic<int> write_opens_{0};
+  std::atomic<int> bypass_writers_{0};
+  std::atomic<bool> growing_;
+  std::atomic<uint64_t> overflow_events_{0};
   DiskStats stats_;
 
   mutable std::mutex mu_;
   DiskAttributes attributes_ ABSL_GUARDED_BY(mu_);
   std::string dax_fallback_ ABSL_GUARDED_BY(mu_);  // empty: dax available
   int backing_id_ ABSL_GUARDED_BY(mu_) = 0;        // 0: not registered
+  bool deleted_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace ramdiskfs

@@ -9,8 +9,9 @@
 //
 // Thread-safe: one mutex guards the maps (lookups share it); it is never
 // held while a disk's data is touched. Lock order: DiskTable::mu_ before
-// Disk::mu_ (SetDaxFallback sets every disk's fallback reason under mu_;
-// the open count Delete reads under mu_ is an atomic and takes no lock).
+// Disk::mu_ (Delete marks the disk deleted under mu_, so that no open can
+// start between its "not open" check and the disk leaving the table; Create
+// and SetDaxFallback set disks' fallback reasons under mu_).
 
 #ifndef RAMDISKFS_DISK_TABLE_H_
 #define RAMDISKFS_DISK_TABLE_H_
@@ -38,6 +39,7 @@ struct NewDisk {
   uint64_t size_bytes = 0;  // rounded up to 512 here
   DataMode mode = DataMode::kDirect;
   bool readonly = false;
+  bool growing = false;  // made through the tree: grows until its last close
   DiskAttributes attributes;
 };
 
@@ -56,7 +58,8 @@ class DiskTable {
   // ENOSPC past kMaxDisks; EFBIG above kMaxDiskBytes; the store's errors.
   absl::StatusOr<std::shared_ptr<Disk>> Create(NewDisk spec);
 
-  // Removes a disk. Errors: ENOENT; EBUSY while it is open.
+  // Removes a disk (Disk::MarkDeleted first: no open can start on it after
+  // this returns). Errors: ENOENT; EBUSY while it is open.
   absl::Status Delete(std::string_view name);
 
   // nullptr when absent.

@@ -2,8 +2,9 @@
 //
 //   ramdiskfs [SOURCE] MOUNTPOINT [options]
 //
-// SOURCE is what mount(8)/fstab pass first ("none", "ramdiskfs"); it is
-// ignored. Options (each also accepted inside -o, so that
+// SOURCE is what mount(8)/fstab pass first ("ramdiskfs", "none"); it is
+// recorded as the mount's source (fsname), so `mount -a` sees an fstab line
+// as mounted. Options (each also accepted inside -o, so that
 // `mount -t fuse.ramdiskfs none /mnt -o disks=2,size=64M` and fstab work):
 //
 //   --disk NAME:SIZE[:key=value...]   -o disk=NAME:SIZE[:key=value...]  (repeatable)
@@ -53,6 +54,8 @@ struct DiskSpec {
 
 struct Config {
   std::string mountpoint;
+  std::string source = "ramdiskfs";          // the mount's source (fsname)
+  bool readonly = false;                     // -o ro: every disk read-only
   std::vector<DiskSpec> disks;               // in command-line order; names unique
   std::optional<uint64_t> max_memory_bytes;  // absent: half of RAM
   std::optional<DataMode> default_mode;      // absent: dax where possible, else direct
@@ -80,7 +83,9 @@ inline constexpr uint64_t kDefaultDiskSize = 1ULL << 30;
 // names, a size of 0, more than kMaxDisks disks in all, --size given with
 // --disk but without --disks (it would size nothing), missing or extra
 // positional arguments are errors too. Thread-safe.
-absl::StatusOr<Config> ParseCommandLine(const std::vector<std::string>& argv);
+// Sizes may be "N%" of `ram_bytes` (0: unknown, then a percentage is an error).
+absl::StatusOr<Config> ParseCommandLine(const std::vector<std::string>& argv,
+                                        uint64_t ram_bytes = 0);
 
 // The text printed by --help.
 std::string UsageText(std::string_view program);

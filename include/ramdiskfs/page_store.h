@@ -76,6 +76,20 @@ class PageStore {
   // errno of ftruncate.
   absl::Status Resize(uint64_t new_size);
 
+  // Grows the size to `new_size` (a multiple of 512) if it is larger; never
+  // shrinks (concurrent growers may race: the largest wins). Errors: as Resize.
+  absl::Status GrowTo(uint64_t new_size);
+
+  // Undoes a GrowTo(`grown_to`) whose write was cut short: sets the size to
+  // `new_size` (a multiple of 512, below `grown_to`) if the size is still
+  // `grown_to` (no other writer grew it since). Best effort.
+  void ShrinkGrowth(uint64_t grown_to, uint64_t new_size);
+
+  // A growing disk in dax mode: passthrough writes extend the backing file
+  // without the daemon. Takes the backing file's size (rounded up to 512) as
+  // the disk's. Returns true if the size changed.
+  absl::StatusOr<bool> AdoptBackingSize();
+
   // lseek(SEEK_DATA / SEEK_HOLE) bounded by the disk size. SeekData returns
   // ENXIO (ErrnoStatus) when no data lies at or after `offset`; SeekHole
   // returns the disk size when the rest is data. Both return ENXIO for an

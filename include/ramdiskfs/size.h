@@ -1,8 +1,10 @@
 // Byte sizes as users write them: "4096", "512K", "64M", "1G", "2T".
 //
 // Suffixes are powers of 1024 (K, M, G, T, P; upper or lower case; an optional
-// "iB" or "B" after the letter: "1GiB", "1GB", "1g" all mean 2^30). No sign, no
-// fraction, no spaces, no hex. Everything is checked for overflow.
+// "iB" or "B" after the letter: "1GiB", "1GB", "1g" all mean 2^30). A decimal
+// fraction is allowed before a unit, as in util-linux ("1.5G"; the part below
+// one byte is dropped). No sign, no spaces, no hex. Everything is checked for
+// overflow.
 
 #ifndef RAMDISKFS_SIZE_H_
 #define RAMDISKFS_SIZE_H_
@@ -21,8 +23,14 @@ inline constexpr uint64_t kLogicalBlockSize = 512;  // disk sizes round up to th
 inline constexpr uint64_t kMaxDiskBytes = 0x7FFFFFFFFFFFF000ULL;
 
 // Parses `text` as a byte count. Errors: InvalidArgument (empty, garbage,
-// negative, fractional, unknown suffix, overflow past 2^64-1). Thread-safe.
+// negative, a fraction without a unit, unknown suffix, overflow past 2^64-1).
+// Thread-safe.
 absl::StatusOr<uint64_t> ParseSize(std::string_view text);
+
+// ParseSize, or "N%" (1..100, whole numbers) of `total_bytes`, as tmpfs's
+// size=50%. Errors: ParseSize's; InvalidArgument for a bad percentage or when
+// `total_bytes` is 0 (unknown).
+absl::StatusOr<uint64_t> ParseSizeOrPercent(std::string_view text, uint64_t total_bytes);
 
 // Parses a disk size: ParseSize, then rounded up to kLogicalBlockSize.
 // Errors: those of ParseSize; InvalidArgument if the result exceeds

@@ -8,7 +8,7 @@ Filesystem::Filesystem(DiskTable* table, FilesystemOptions options)
     : table_(table),
       options_(options),
       passthrough_(table, options.dax_required),
-      control_(table, this, {options.uid, options.gid, options.default_mode}) {
+      control_(table, this, {options.uid, options.gid, options.default_mode, options.readonly}) {
   clock_gettime(CLOCK_REALTIME, &start_time_);
 }
 

@@ -35,6 +35,7 @@ struct FilesystemOptions {
   gid_t gid = 0;
   DataMode default_mode = DataMode::kDax;
   bool dax_required = false;  // dax was asked for explicitly: no fallback
+  bool readonly = false;      // -o ro: disks read-only; none made through the tree
 };
 
 class Filesystem final : public KernelNotifier {

@@ -37,7 +37,11 @@ struct OpenFile {
   std::shared_ptr<Disk> disk;
   bool for_write = false;
   bool passthrough = false;
-  std::string content;  // control files: what a read returns (made at open)
+  std::string content;         // control files: what a read returns (made at open)
+  bool bypass_writer = false;  // Disk::AddBypassWriter was called for it
+  // Disk::overflow_events() when this open last reported: a larger number
+  // at fsync/close means bytes were dropped since (ENOSPC).
+  uint64_t overflow_seen = 0;
 };
 
 OpenFile* FileOf(fuse_file_info* fi) { return reinterpret_cast<OpenFile*>(fi->fh); }
@@ -133,8 +137,10 @@ void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = *FsOf(req);
   Node node = Resolve(fs.table(), ino);
   if (node.kind == NodeKind::kInvalid) return (void)fuse_reply_err(req, ENOENT);
-  if (node.kind == NodeKind::kDiskFile && node.disk->mode() == DataMode::kDax) {
-    Passthrough::TrimOverflow(*node.disk);  // before reporting anything
+  if (node.kind == NodeKind::kDiskFile) {
+    // A dax write past the end reached the backing file without us: cut it
+    // back (or, while the disk grows, take its size) before reporting.
+    node.disk->SyncBackingFile();
   }
   struct stat st = MakeStat(fs, node);
   fuse_reply_attr(req, &st, kAttrTimeout);
@@ -209,15 +215,25 @@ void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void OpenDisk(Filesystem& fs, fuse_req_t req, std::shared_ptr<Disk> disk, fuse_file_info* fi,
               const fuse_entry_param* entry) {
-  const bool for_write = (fi->flags & O_ACCMODE) != O_RDONLY;
+  const int access = fi->flags & O_ACCMODE;
+  const bool for_write = access != O_RDONLY;
+  // ENOENT if a delete won the race with this open (its lookup came first).
   if (absl::Status status = disk->Open(for_write); !status.ok()) {
     return ReplyError(req, status);
   }
-  const DiskOpenReply how = fs.passthrough().OpenFlags(*disk);
-  auto* of = new OpenFile{NodeKind::kDiskFile, nullptr, disk, for_write, how.backing_id > 0, {}};
+  const DiskOpenReply how = fs.passthrough().OpenFlags(*disk, access);
+  if (how.bypass_writer) {
+    if (absl::Status status = disk->AddBypassWriter(); !status.ok()) {
+      disk->Release(for_write);
+      return ReplyError(req, status);
+    }
+  }
+  auto* of = new OpenFile{
+      NodeKind::kDiskFile,    nullptr, disk, for_write, how.backing_id > 0, {}, how.bypass_writer,
+      disk->overflow_events()};
   if (Passthrough::ReplyOpen(req, entry, reinterpret_cast<uint64_t>(of), how) != 0) {
     // The opener went away (interrupted): the kernel sends no RELEASE.
-    disk->Release(for_write);
+    disk->Release(for_write, how.bypass_writer);
     delete of;
   }
 }
@@ -300,17 +316,17 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
 
 void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   OpenFile* of = FileOf(fi);
-  if (of->kind == NodeKind::kDiskFile && of->passthrough && of->for_write) {
-    Passthrough::TrimOverflow(*of->disk);
-  }
-  fuse_reply_err(req, 0);
+  if (of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, 0);
+  const int err = Passthrough::ReportOverflow(*of->disk, of->for_write, &of->overflow_seen);
+  FsOf(req)->control().Closed(*of->disk);
+  fuse_reply_err(req, err);
 }
 
 void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   OpenFile* of = FileOf(fi);
   if (of->kind == NodeKind::kDiskFile) {
-    if (of->passthrough && of->for_write) Passthrough::TrimOverflow(*of->disk);
-    of->disk->Release(of->for_write);
+    if (of->passthrough && of->for_write) of->disk->SyncBackingFile();
+    FsOf(req)->control().Released(*of->disk, of->for_write, of->bypass_writer);
   }
   delete of;
   fuse_reply_err(req, 0);
@@ -319,7 +335,10 @@ void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void OnFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
   OpenFile* of = FileOf(fi);
   if (of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, 0);
-  if (of->passthrough) Passthrough::TrimOverflow(*of->disk);  // a dax write past the end
+  // A dax write past the end is found here too (ENOSPC); then the disk syncs.
+  if (int err = Passthrough::ReportOverflow(*of->disk, of->for_write, &of->overflow_seen)) {
+    return (void)fuse_reply_err(req, err);
+  }
   fuse_reply_err(req, StatusToErrno(of->disk->Sync()));
 }
 

@@ -1,5 +1,6 @@
 #include "src/fuse/passthrough.h"
 
+#include <fcntl.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -105,13 +106,18 @@ bool Passthrough::AfterInit(int device_fd) {
   return true;
 }
 
-DiskOpenReply Passthrough::OpenFlags(Disk& disk) {
+DiskOpenReply Passthrough::OpenFlags(Disk& disk, int access) {
   DiskOpenReply reply;
   switch (disk.mode()) {
     case DataMode::kDax:
       reply.backing_id = EnsureBackingId(disk);
       if (reply.backing_id > 0) {
         reply.flags = abi::kOpenPassthrough;
+        // Write-only opens (dd of=, cp, rsync, tee) cannot map the disk, so
+        // they lose nothing by writing through the daemon, and they gain a
+        // short write / ENOSPC at the end of the disk the moment it happens
+        // instead of at close (docs/design.md, "Writes past the end").
+        if (access == O_WRONLY) reply.flags |= abi::kOpenDirectIo | abi::kOpenParallelDirectWrites;
       } else {
         reply.flags = abi::kOpenDirectIo | abi::kOpenParallelDirectWrites;
       }
@@ -130,6 +136,9 @@ DiskOpenReply Passthrough::OpenFlags(Disk& disk) {
       reply.flags = abi::kOpenDirectIo | abi::kOpenParallelDirectWrites;
       break;
   }
+  // A passthrough open for reading and writing writes without the daemon:
+  // in dax directly, in direct mode through a shared writable mapping.
+  reply.bypass_writer = reply.backing_id > 0 && access == O_RDWR;
   return reply;
 }
 
@@ -180,6 +189,13 @@ int Passthrough::ReplyOpen(fuse_req_t req, const fuse_entry_param* entry, uint64
   return fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof(out));
 }
 
-void Passthrough::TrimOverflow(Disk& disk) { (void)disk.store().TrimOverflow(); }
+int Passthrough::ReportOverflow(Disk& disk, bool for_write, uint64_t* seen) {
+  if (!for_write) return 0;
+  disk.SyncBackingFile();
+  const uint64_t events = disk.overflow_events();
+  if (events == *seen) return 0;
+  *seen = events;
+  return ENOSPC;
+}
 
 }  // namespace ramdiskfs

@@ -1,10 +1,14 @@
 // FUSE passthrough: what the kernel is asked for at INIT, the probe that
 // decides whether dax works, the disks' backing ids, the hand-built OPEN and
 // CREATE replies that carry them, and the end-of-disk trimming that dax
-// writes need (docs/design.md, "Data modes" and "Size rules").
+// writes need (docs/design.md, "Data modes" and "Size rules"): the bytes a
+// dax write put past the end are cut by Disk::SyncBackingFile whenever the
+// daemon hears of the file, and ReportOverflow turns a cut into ENOSPC at
+// the writer's fsync/close.
 //
 // Backing ids: one per disk, registered at the disk's first passthrough
-// open and kept until the disk is deleted. The kernel gives an inode one
+// open and kept until the disk is deleted (or switched to cached/null, whose
+// opens never use it). The kernel gives an inode one
 // backing only (a second BACKING_OPEN for the same inode's opens would make
 // the open fail with EIO), and an id must not be closed while an open reply
 // that names it may still be in flight.
@@ -39,6 +43,9 @@ struct ConnectionState {
 struct DiskOpenReply {
   uint32_t flags = 0;  // FOPEN_* (kernel_abi.h)
   int backing_id = 0;  // > 0: the open uses passthrough
+  // The kernel can write without the daemon (a dax or direct passthrough
+  // open for reading and writing): Disk::AddBypassWriter must be called.
+  bool bypass_writer = false;
 };
 
 class Passthrough {
@@ -61,9 +68,10 @@ class Passthrough {
   // Set by AfterInit when dax was required and is unavailable.
   bool fatal() const { return fatal_.load(); }
 
-  // The flags and backing id of an open of `disk` in its current mode;
-  // registers the backing id on the disk's first passthrough open.
-  DiskOpenReply OpenFlags(Disk& disk);
+  // The flags and backing id of an open of `disk` with `access` (O_RDONLY,
+  // O_WRONLY or O_RDWR) in its current mode; registers the backing id on the
+  // disk's first passthrough open.
+  DiskOpenReply OpenFlags(Disk& disk, int access);
   // Drops the disk's backing id (the disk was deleted). No-op without one.
   void ReleaseBackingId(Disk& disk);
 
@@ -73,11 +81,11 @@ class Passthrough {
   static int ReplyOpen(fuse_req_t req, const fuse_entry_param* entry, uint64_t fh,
                        const DiskOpenReply& how);
 
-  // A dax write past the end reached the backing file without the daemon;
-  // cut it back (PageStore::TrimOverflow). Called whenever the daemon hears
-  // of a file passthrough writes may have extended: GETATTR of a dax disk,
-  // and FLUSH, FSYNC and RELEASE of a passthrough open.
-  static void TrimOverflow(Disk& disk);
+  // fsync() and close() of an open for writing report bytes a dax write put
+  // past the end of the disk since the open last reported (ENOSPC, as a
+  // filesystem reports a lost writeback). `seen`: the open's count of
+  // Disk::overflow_events() at its last report, updated. Returns the errno.
+  static int ReportOverflow(Disk& disk, bool for_write, uint64_t* seen);
 
  private:
   // Registers the disk's backing file once. Returns the id, or 0 if

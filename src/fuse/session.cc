@@ -26,6 +26,10 @@
 namespace ramdiskfs {
 namespace {
 
+// mount(8)'s exit statuses for itself and its helpers.
+constexpr int kExitUsage = 1;
+constexpr int kExitMountFailure = 32;
+
 // ---- shutdown ------------------------------------------------------------------
 
 std::string BusyDisks(DiskTable& table) {
@@ -89,8 +93,11 @@ void SignalThread(const std::string mountpoint, Filesystem* fs, sigset_t set,
 
 int RunSession(const Config& config, Filesystem& fs) {
   std::vector<std::string> args = {"ramdiskfs"};
-  std::string options = absl::StrCat("fsname=ramdiskfs,subtype=ramdiskfs,default_permissions,",
-                                     "max_read=", kMaxReadBytes);
+  // fsname is the source mount(8) passed (or "ramdiskfs"): mount -a then
+  // finds an fstab line already mounted instead of stacking a second mount.
+  std::string options =
+      absl::StrCat("fsname=", config.source, ",subtype=ramdiskfs,default_permissions,",
+                   "max_read=", kMaxReadBytes);
   for (const std::string& opt : config.fuse_options) {
     if (opt == "default_permissions") continue;
     options += "," + opt;
@@ -109,7 +116,7 @@ int RunSession(const Config& config, Filesystem& fs) {
   fuse_session* se = fuse_session_new(&fargs, Filesystem::Ops(), sizeof(fuse_lowlevel_ops), &fs);
   if (se == nullptr) {
     Log("cannot start a FUSE session (bad -o option?)");
-    return 2;
+    return kExitUsage;
   }
   absl::Cleanup destroy = [se, &fs] {
     fs.set_session(nullptr);
@@ -118,7 +125,7 @@ int RunSession(const Config& config, Filesystem& fs) {
   fs.set_session(se);
   if (fuse_session_mount(se, config.mountpoint.c_str()) != 0) {
     Log("cannot mount on ", config.mountpoint);
-    return 1;
+    return kExitMountFailure;
   }
   absl::Cleanup unmount = [se] { fuse_session_unmount(se); };
   // Same fd, read and written through our io from now on (the INIT request
@@ -126,9 +133,9 @@ int RunSession(const Config& config, Filesystem& fs) {
   // through the session's userdata, the Filesystem.
   if (fuse_session_custom_io(se, CustomIo(), fuse_session_fd(se)) != 0) {
     Log("cannot install the custom io");
-    return 1;
+    return kExitMountFailure;
   }
-  if (fuse_daemonize(config.foreground ? 1 : 0) != 0) return 1;
+  if (fuse_daemonize(config.foreground ? 1 : 0) != 0) return kExitMountFailure;
   if (!config.foreground) LogToSyslog();
 
     // Reclaim must not recurse into us while we serve a loop device's I/O
@@ -166,7 +173,7 @@ int RunSession(const Config& config, Filesystem& fs) {
   }
   stop = true;
   signals.join();
-  if (fs.fatal()) return 2;
+  if (fs.fatal()) return kExitMountFailure;
   if (loop_status < 0 && loop_status != -ENODEV) {
     Log("request loop ended with ", strerror(-loop_status));
   }

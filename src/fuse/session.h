@@ -20,8 +20,9 @@
 namespace ramdiskfs {
 
 // Mounts `fs` at config.mountpoint and serves until unmounted. Returns the
-// process exit status: 0 after a clean unmount, 1 if mounting failed, 2 if
-// dax was required and the kernel cannot do it.
+// process exit status, as mount(8) documents for its helpers: 0 after a
+// clean unmount, 1 for a bad -o option libfuse refused, 32 if mounting failed
+// or dax was required and the kernel cannot do it.
 int RunSession(const Config& config, Filesystem& fs);
 
 }  // namespace ramdiskfs

@@ -273,9 +273,10 @@ def test_write_across_end_is_cut_short(mount_factory, mode):
 
 
 def test_write_across_end_dax(mount_factory):
-    """dax: the kernel writes straight to the backing pages; the contract says such a write
-    returns its full count, the bytes past the end are cut off by the daemon (at the latest
-    on close or stat) and the disk size never changes."""
+    """dax: the kernel writes straight to the backing pages; such a write through a
+    read-write fd returns its full count, the bytes past the end are cut off by the daemon
+    (at the latest on close or stat), the disk size never changes, and the loss is reported:
+    close() returns ENOSPC (test_dataloss.py has fsync, stats and the log)."""
     size = MiB
     mnt = mount_factory("--disk", "ram0:1M:mode=dax", wait_disks=["ram0"])
     assert mnt.stats("ram0")["mode"] == "dax"
@@ -289,7 +290,9 @@ def test_write_across_end_dax(mount_factory):
         assert n == 100, f"dax write past the end returned {n}, contract: full count"
         assert os.stat(disk).st_size == size, "stat while open must show the disk size"
     finally:
-        os.close(fd)
+        with pytest.raises(OSError) as closed:
+            os.close(fd)
+    assert closed.value.errno == errno.ENOSPC, "close() must report the dropped bytes"
     st = os.stat(disk)
     assert st.st_size == size, "the dax write grew the disk"
     assert read_file(disk, PAGE + 10, size - PAGE - 10) == data[:PAGE + 10]
