@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one benchmark command: install what is missing from Debian, build ramdiskfs in Release,
 # run the store microbenchmarks (Google Benchmark), then the fio harness against tmpfs, zram
-# and nbdfuse (bench/harness.py), which by default also refreshes docs/benchmarks.md.
+# and nbdfuse (bench/harness.py). A full run (no --quick, no subset, default sizes, >= 3
+# rounds) also refreshes docs/benchmarks.md; any other run writes only bench/results/.
 #
 #   sudo scripts/bench.sh [harness options]      e.g. --quick, --targets tmpfs,dax, --no-update-docs
 #
@@ -9,7 +10,7 @@
 set -euo pipefail
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-  sed -n '2,8s/^# \{0,1\}//p' "$0"
+  sed -n '2,9s/^# \{0,1\}//p' "$0"
   echo
   exec python3 "$(dirname "$0")/../bench/harness.py" --help
 fi
@@ -48,6 +49,15 @@ if ((${#missing[@]})); then
     { apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"; }
 fi
 
+# ---- docs/benchmarks.md shows full runs only (the harness decides what a full run is; a
+# --no-update-docs of the user's wins).
+docs_args=()
+if [[ " ${args[*]} " != *" --no-update-docs "* ]] && python3 bench/harness.py --check-full-run "${args[@]}"; then
+  docs_args=(--update-docs)
+else
+  echo "== not a full run (or --no-update-docs): docs/ is left alone, results go to $out only"
+fi
+
 # ---- Release build (a tree that does not build is not benchmarked).
 echo "== building ramdiskfs (Release) in build-release/"
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DRAMDISKFS_TESTS=OFF >/dev/null
@@ -59,12 +69,12 @@ if [[ -x build-release/store_bench ]]; then
   build-release/store_bench --benchmark_format=json --benchmark_out="$out/store_bench.json" >/dev/null
   echo "   wrote $out/store_bench.json"
   store_args=()
-  [[ " ${args[*]} " == *" --no-update-docs "* ]] || store_args=(--update-docs docs/benchmarks.md)
+  ((${#docs_args[@]})) && store_args=(--update-docs docs/benchmarks.md)
   python3 bench/store_table.py "$out/store_bench.json" "${store_args[@]}"
 else
   echo "== note: build-release/store_bench does not exist yet: store microbenchmarks skipped"
 fi
 
-# ---- End-to-end fio harness; --update-docs by default, a later --no-update-docs wins.
+# ---- End-to-end fio harness.
 echo "== fio harness"
-exec python3 bench/harness.py --update-docs "${args[@]}"
+exec python3 bench/harness.py "${docs_args[@]}" "${args[@]}"

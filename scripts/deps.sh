@@ -6,10 +6,10 @@ set -euo pipefail
 
 want=${1:-build}
 packages=(build-essential cmake pkg-config libfuse3-dev fuse3 libabsl-dev libgtest-dev
-          libbenchmark-dev)
+          libbenchmark-dev libsmartcols-dev)
 if [[ $want == test || $want == bench ]]; then
-  packages+=(python3 python3-pytest e2fsprogs fdisk util-linux fio clang libclang-rt-14-dev
-             clang-format)
+  packages+=(python3 python3-pytest e2fsprogs fdisk util-linux fio qemu-utils rsync clang
+             libclang-rt-14-dev clang-format bash-completion groff-base)
 fi
 if [[ $want == bench ]]; then
   packages+=(nbdkit libnbd-bin gnuplot-nox)

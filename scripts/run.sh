@@ -23,7 +23,7 @@ ramdiskfs: mounting ${args[*]} at $mnt (foreground; Ctrl-C or 'fusermount3 -u $m
 
 Try, in another shell:
   ls -l $mnt                               # the disks, one file each
-  build/ramdiskctl $mnt                    # table of disks: size, RAM used, mode
+  build/ramdiskctl --mount $mnt            # table of disks: size, RAM used, mode
   dev=\$(losetup --find --show $mnt/ram0)   # a real block device
   mkfs.ext4 -q \$dev && mkdir -p /mnt/rd0 && mount \$dev /mnt/rd0
   umount /mnt/rd0 && losetup -d \$dev       # before stopping ramdiskfs

@@ -1,28 +1,32 @@
-// ramdiskctl: the zramctl / `losetup --list` style companion of ramdiskfs.
+// ramdiskctl: the util-linux style companion of ramdiskfs (zramctl, losetup --list).
 //
 // It only reads and writes the text files of MOUNT/.control/ (docs/control.md);
 // it never sends ioctls and never talks to the daemon any other way, so
-// everything it does can also be done with echo and cat. Arguments are checked
-// locally with the core parsers first (a bad size or name is a usage error,
-// exit 2, and nothing is written), but the daemon has the final word: its
-// errno comes back from the write() and is printed.
+// everything it does can also be done with echo and cat. Each change is one
+// write() at offset 0 of one file. Arguments are checked locally first, with
+// the core's parsers where the core has them (a bad size or name is an error
+// and nothing is written), but the daemon has the final word: its errno comes
+// back from the write() and is printed.
 //
-//   ramdiskctl [list] [MOUNT] [--json] [--noheadings] [--output COLS] [--bytes]
-//   ramdiskctl create NAME SIZE [--mode MODE] [--readonly] [MOUNT]
-//   ramdiskctl delete NAME [MOUNT]            ramdiskctl resize NAME SIZE [MOUNT]
-//   ramdiskctl flush NAME [MOUNT]             ramdiskctl discard NAME OFFSET LENGTH [MOUNT]
-//   ramdiskctl mode NAME [MODE] [MOUNT]       ramdiskctl readonly NAME [0|1] [MOUNT]
-//   ramdiskctl stats [NAME] [MOUNT] [--json]  ramdiskctl max-memory [SIZE] [MOUNT]
+// Three tables define the tool, and everything else is derived from them:
+//   kOptions   getopt_long's arguments, the Options part of --help, completion;
+//   kCommands  the dispatcher, the usage text, argument counts, completion;
+//   kColumns   the named columns of `list`. Every other column is a key of the
+//              disks' stats files as this daemon reports them, never a copy.
+// man/ramdiskctl.8 documents the same; test_ramdiskctl.py compares it with --help.
 //
-// Exit status: 0 success, 1 the operation failed, 2 bad usage. Every error is
-// one line on stderr: "ramdiskctl: <what>: <strerror>".
+// Exit status, as zramctl's: 0 on success, 1 on any error, usage errors
+// included. Every error is one line on stderr: "ramdiskctl: <what>: <strerror>".
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <getopt.h>
+#include <libsmartcols.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -56,8 +60,7 @@ namespace ramdiskfs {
 namespace {
 
 constexpr char kProgram[] = "ramdiskctl";
-constexpr int kExitFailure = 1;  // the operation failed (the daemon's or a syscall's errno)
-constexpr int kExitUsage = 2;    // bad arguments: nothing was written
+constexpr int kExitFailure = 1;  // any error, as zramctl
 
 // Debian's abseil 20220623 has its own absl::string_view (not std's); the core
 // API takes std::string_view. These convert at the boundary.
@@ -67,57 +70,58 @@ absl::string_view Absl(std::string_view text) { return {text.data(), text.size()
 // ---- errors -------------------------------------------------------------------
 //
 // A failed step is an absl::Status whose message is the "<what>" part of the
-// one-line report; two payloads carry the errno to print and the exit status.
+// one-line report; a payload carries the errno printed after it. Report() in
+// Main() is the only place that prints an error.
 
 constexpr absl::string_view kErrnoPayload = "ramdiskctl/errno";
-constexpr absl::string_view kExitPayload = "ramdiskctl/exit";
 
-absl::Status Fail(int exit_status, absl::string_view what, int err) {
+absl::Status Error(absl::string_view what, int err = EINVAL) {
   absl::Status status(absl::ErrnoToStatusCode(err), what);
   status.SetPayload(kErrnoPayload, absl::Cord(absl::StrCat(err)));
-  status.SetPayload(kExitPayload, absl::Cord(absl::StrCat(exit_status)));
   return status;
 }
-absl::Status UsageError(absl::string_view what, int err = EINVAL) {
-  return Fail(kExitUsage, what, err);
-}
-absl::Status OpError(absl::string_view what, int err) { return Fail(kExitFailure, what, err); }
 
-// Turns a core parser's error into a usage error prefixed with `context`
-// (empty for the control-file parsers, whose messages name the file).
-// Messages of ErrnoStatus() already end in ": <strerror>"; that part is
-// dropped here because Report() prints it once.
-absl::Status UsageFromParser(absl::string_view context, const absl::Status& status) {
+int ErrnoOf(const absl::Status& status) {
+  int err = 0;
+  if (auto payload = status.GetPayload(kErrnoPayload)) {
+    if (absl::SimpleAtoi(std::string(*payload), &err)) return err;
+  }
+  return StatusToErrno(status);
+}
+
+// A core parser's error, prefixed with `context` (empty for the control-file
+// parsers, whose messages name the file). Messages of ErrnoStatus() already
+// end in ": <strerror>"; that part is dropped because Report() prints it once.
+absl::Status FromParser(absl::string_view context, const absl::Status& status) {
   const int err = StatusToErrno(status);
   absl::string_view message = status.message();
   absl::ConsumeSuffix(&message, absl::StrCat(": ", std::strerror(err)));
-  if (context.empty()) return UsageError(message, err);
-  return UsageError(absl::StrCat(context, ": ", message), err);
-}
-
-int PayloadInt(const absl::Status& status, absl::string_view key, int fallback) {
-  int value = 0;
-  if (auto payload = status.GetPayload(key)) {
-    if (absl::SimpleAtoi(std::string(*payload), &value)) return value;
-  }
-  return fallback;
+  if (context.empty()) return Error(message, err);
+  return Error(absl::StrCat(context, ": ", message), err);
 }
 
 // Prints the one-line report and returns the exit status.
 int Report(const absl::Status& status) {
-  const int err = PayloadInt(status, kErrnoPayload, StatusToErrno(status));
   std::string what(status.message());
   std::replace(what.begin(), what.end(), '\n', ' ');  // one line, always
-  std::fprintf(stderr, "%s: %s: %s\n", kProgram, what.c_str(), std::strerror(err));
-  return PayloadInt(status, kExitPayload, kExitFailure);
+  std::fprintf(stderr, "%s: %s: %s\n", kProgram, what.c_str(), std::strerror(ErrnoOf(status)));
+  return kExitFailure;
 }
 
 // ---- control files ------------------------------------------------------------
 
+std::string ControlPath(const std::string& mount, absl::string_view file) {
+  return absl::StrCat(mount, "/.control/", file);
+}
+std::string DiskControlPath(const std::string& mount, absl::string_view disk,
+                            absl::string_view file) {
+  return absl::StrCat(mount, "/.control/", disk, "/", file);
+}
+
 // The whole text of a control file (they are small; read until EOF).
 absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view what) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return OpError(what, errno);
+  if (fd < 0) return Error(what, errno);
   absl::Cleanup closer = [fd] { close(fd); };
   std::string text;
   char buffer[8192];
@@ -125,7 +129,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view 
     const ssize_t n = read(fd, buffer, sizeof(buffer));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return OpError(what, errno);
+      return Error(what, errno);
     }
     if (n == 0) break;
     text.append(buffer, static_cast<size_t>(n));
@@ -137,34 +141,35 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view 
 // answers with the write's errno.
 absl::Status WriteFile(const std::string& path, absl::string_view text, absl::string_view what) {
   const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return OpError(what, errno);
+  if (fd < 0) return Error(what, errno);
   absl::Cleanup closer = [fd] { close(fd); };
   ssize_t n;
   do {
     n = write(fd, text.data(), text.size());
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return OpError(what, errno);
-  if (static_cast<size_t>(n) != text.size()) return OpError(what, EIO);  // never split a command
+  if (n < 0) return Error(what, errno);
+  if (static_cast<size_t>(n) != text.size()) return Error(what, EIO);  // never split a command
   return absl::OkStatus();
 }
 
-// A control file's single value without its newline.
-absl::StatusOr<std::string> ReadValue(const std::string& path, absl::string_view what) {
-  absl::StatusOr<std::string> text = ReadFile(path, what);
-  if (!text.ok()) return text.status();
-  return std::string(absl::StripAsciiWhitespace(*text));
-}
+using KeyValues = std::vector<std::pair<std::string, std::string>>;
 
-absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadKeyValues(
-    const std::string& path, absl::string_view what) {
+absl::StatusOr<KeyValues> ReadKeyValues(const std::string& path, absl::string_view what) {
   absl::StatusOr<std::string> text = ReadFile(path, what);
   if (!text.ok()) return text.status();
   auto rows = ParseKeyValues(*text);
-  if (!rows.ok()) return OpError(absl::StrCat(what, ": ", rows.status().message()), EPROTO);
+  if (!rows.ok()) return Error(absl::StrCat(what, ": ", rows.status().message()), EPROTO);
   return rows;
 }
 
-// ---- finding the mount ---------------------------------------------------------
+std::string Lookup(const KeyValues& rows, absl::string_view key) {
+  for (const auto& [k, v] : rows) {
+    if (k == key) return v;
+  }
+  return "";
+}
+
+// ---- finding the mount ----------------------------------------------------------
 
 // Undoes the octal escapes (\040 for space ...) of /proc/self/mountinfo.
 std::string UnescapeMountinfo(absl::string_view field) {
@@ -172,8 +177,7 @@ std::string UnescapeMountinfo(absl::string_view field) {
   for (size_t i = 0; i < field.size(); ++i) {
     if (field[i] == '\\' && i + 3 < field.size()) {
       const absl::string_view digits = field.substr(i + 1, 3);
-      if (digits.size() == 3 &&
-          std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '7'; })) {
+      if (std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '7'; })) {
         out.push_back(
             static_cast<char>((digits[0] - '0') * 64 + (digits[1] - '0') * 8 + (digits[2] - '0')));
         i += 3;
@@ -187,7 +191,7 @@ std::string UnescapeMountinfo(absl::string_view field) {
 
 // Mount points of ramdiskfs mounts: fstype "fuse.ramdiskfs", or plain "fuse"
 // with the source "ramdiskfs" (a daemon started without subtype).
-std::vector<std::string> FindRamdiskfsMounts() {
+std::vector<std::string> RamdiskfsMountPoints() {
   std::vector<std::string> mounts;
   std::ifstream in("/proc/self/mountinfo");
   std::string line;
@@ -204,19 +208,24 @@ std::vector<std::string> FindRamdiskfsMounts() {
   return mounts;
 }
 
-bool IsDirectory(const std::string& path) {
-  struct stat st;
-  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+// True if an operand is MOUNT rather than a disk name or a value. That must
+// be unambiguous, so it needs both: it cannot be a disk name (it holds a '/'
+// or starts with '.': "/mnt/rd", "./rd", ".") and it is the mount point of a
+// ramdiskfs mount. Everything else is an operand of the command.
+bool IsMountOperand(const std::string& arg) {
+  if (ValidateDiskName(Std(arg)).ok()) return false;
+  char* real = realpath(arg.c_str(), nullptr);
+  if (real == nullptr) return false;
+  const std::string resolved = real;
+  std::free(real);
+  const std::vector<std::string> mounts = RamdiskfsMountPoints();
+  return std::find(mounts.begin(), mounts.end(), resolved) != mounts.end();
 }
 
-// Something the user wrote that can only be a path, never a disk name or a
-// value: disk names have no '/' and never start with '.'.
-bool LooksLikePath(absl::string_view arg) {
-  return absl::StrContains(arg, '/') || absl::StartsWith(arg, ".");
-}
-
-// The mount to use: MOUNT if given, else $RAMDISKFS_MOUNT, else the only
-// ramdiskfs mount in /proc/self/mountinfo. It must hold a .control directory.
+// The mount to use: `given` (--mount or a MOUNT operand) if set, else
+// $RAMDISKFS_MOUNT, else the only ramdiskfs mount in /proc/self/mountinfo.
+// --mount and $RAMDISKFS_MOUNT take any directory that holds .control/, which
+// is how the tests drive ramdiskctl against a fake control tree.
 absl::StatusOr<std::string> ResolveMount(const std::optional<std::string>& given) {
   std::string mount;
   if (given) {
@@ -224,142 +233,30 @@ absl::StatusOr<std::string> ResolveMount(const std::optional<std::string>& given
   } else if (const char* env = std::getenv("RAMDISKFS_MOUNT"); env != nullptr && *env != '\0') {
     mount = env;
   } else {
-    std::vector<std::string> found = FindRamdiskfsMounts();
+    std::vector<std::string> found = RamdiskfsMountPoints();
     if (found.empty()) {
-      return UsageError("no ramdiskfs mount found; give MOUNT or set RAMDISKFS_MOUNT", ENOENT);
+      return Error("no ramdiskfs mount found; give --mount MOUNT or set RAMDISKFS_MOUNT", ENOENT);
     }
     if (found.size() > 1) {
-      return UsageError(
-          absl::StrCat(found.size(), " ramdiskfs mounts (", absl::StrJoin(found, ", "),
-                       "); give MOUNT or set RAMDISKFS_MOUNT"),
-          EINVAL);
+      return Error(absl::StrCat(found.size(), " ramdiskfs mounts (", absl::StrJoin(found, ", "),
+                                "); give --mount MOUNT or set RAMDISKFS_MOUNT"));
     }
     mount = found[0];
   }
-  const std::string control = absl::StrCat(mount, "/.control");
+  const std::string control = ControlPath(mount, "");
   struct stat st;
   if (stat(control.c_str(), &st) != 0) {
     const int err = errno;
     if (err == ENOENT) {
-      return OpError(absl::StrCat(mount, ": not a ramdiskfs mount (no .control)"), err);
+      return Error(absl::StrCat(mount, ": not a ramdiskfs mount (no .control)"), err);
     }
-    return OpError(control, err);
+    return Error(control, err);
   }
-  if (!S_ISDIR(st.st_mode)) {
-    return OpError(absl::StrCat(mount, ": not a ramdiskfs mount"), ENOTDIR);
-  }
+  if (!S_ISDIR(st.st_mode)) return Error(absl::StrCat(mount, ": not a ramdiskfs mount"), ENOTDIR);
   return mount;
 }
 
-// The absolute form of `mount` for output. Paths are used as given for the
-// operations themselves, so that a user who can reach the mount only through
-// its current directory ("." inside an otherwise closed tree) is served.
-std::string DisplayMount(const std::string& mount) {
-  std::string out = mount;
-  if (char* real = realpath(mount.c_str(), nullptr)) {
-    out = real;
-    std::free(real);
-  }
-  return out;
-}
-
-// ---- JSON ------------------------------------------------------------------------
-
-// Appends `text` as a JSON string. Control characters, quotes and backslashes
-// are escaped; bytes that are not valid UTF-8 become U+FFFD.
-void AppendJsonString(std::string& out, absl::string_view text) {
-  out.push_back('"');
-  for (size_t i = 0; i < text.size();) {
-    const unsigned char c = static_cast<unsigned char>(text[i]);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(c));
-      ++i;
-    } else if (c < 0x20 || c == 0x7f) {
-      switch (c) {
-        case '\n':
-          out += "\\n";
-          break;
-        case '\t':
-          out += "\\t";
-          break;
-        case '\r':
-          out += "\\r";
-          break;
-        default:
-          out += absl::StrFormat("\\u%04x", c);
-      }
-      ++i;
-    } else if (c < 0x80) {
-      out.push_back(static_cast<char>(c));
-      ++i;
-    } else {
-      // A UTF-8 sequence: lead byte, then 1..3 continuation bytes.
-      size_t length = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
-      bool valid = length != 0 && i + length <= text.size();
-      for (size_t k = 1; valid && k < length; ++k) {
-        valid = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
-      }
-      if (valid && length == 3) {  // no overlongs, no surrogates
-        const unsigned char c1 = static_cast<unsigned char>(text[i + 1]);
-        valid = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);
-      }
-      if (valid && length == 4) {  // no overlongs, nothing past U+10FFFF
-        const unsigned char c1 = static_cast<unsigned char>(text[i + 1]);
-        valid = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
-      }
-      if (valid) {
-        absl::StrAppend(&out, text.substr(i, length));
-        i += length;
-      } else {
-        out += "\\ufffd";
-        ++i;
-      }
-    }
-  }
-  out.push_back('"');
-}
-
-bool IsUnsignedNumber(absl::string_view value) {
-  uint64_t ignored;
-  return !value.empty() && std::all_of(value.begin(), value.end(), absl::ascii_isdigit) &&
-         (value.size() == 1 || value[0] != '0') && absl::SimpleAtoi(value, &ignored);
-}
-
-// A stats value as JSON: a number if it is one, null if missing, else a string.
-void AppendJsonValue(std::string& out, absl::string_view value) {
-  if (value.empty()) {
-    out += "null";
-  } else if (IsUnsignedNumber(value)) {
-    absl::StrAppend(&out, value);
-  } else {
-    AppendJsonString(out, value);
-  }
-}
-
-void AppendJsonMember(std::string& out, bool& first, absl::string_view key, absl::string_view value,
-                      bool raw_string = false) {
-  if (!first) out += ", ";
-  first = false;
-  AppendJsonString(out, key);
-  out += ": ";
-  if (raw_string) {
-    AppendJsonString(out, value);
-  } else {
-    AppendJsonValue(out, value);
-  }
-}
-
-// ---- disks -------------------------------------------------------------------------
-
-using KeyValues = std::vector<std::pair<std::string, std::string>>;
-
-std::string Lookup(const KeyValues& rows, absl::string_view key) {
-  for (const auto& [k, v] : rows) {
-    if (k == key) return v;
-  }
-  return "";
-}
+// ---- disks ------------------------------------------------------------------------
 
 // Orders "ram2" before "ram10": runs of digits compare as numbers.
 bool NaturalLess(absl::string_view a, absl::string_view b) {
@@ -386,570 +283,1181 @@ bool NaturalLess(absl::string_view a, absl::string_view b) {
   return a < b;
 }
 
-struct DiskInfo {
-  std::string name;
-  KeyValues stats;
-};
-
-// Every disk with its stats, in natural name order. A disk deleted while
-// the list is being read is left out.
-absl::StatusOr<std::vector<DiskInfo>> ListDisks(const std::string& mount) {
-  const std::string control = absl::StrCat(mount, "/.control");
+// The disks of a mount (the directories of .control/), in natural order.
+absl::StatusOr<std::vector<std::string>> DiskNames(const std::string& mount) {
+  const std::string control = ControlPath(mount, "");
   DIR* dir = opendir(control.c_str());
-  if (dir == nullptr) return OpError(absl::StrCat("cannot list ", control), errno);
+  if (dir == nullptr) return Error(absl::StrCat("cannot list ", control), errno);
   absl::Cleanup closer = [dir] { closedir(dir); };
   std::vector<std::string> names;
   errno = 0;
   while (struct dirent* entry = readdir(dir)) {
     const std::string name = entry->d_name;
     if (name == "." || name == "..") continue;
+    struct stat st;
     if (entry->d_type == DT_DIR ||
-        (entry->d_type == DT_UNKNOWN && IsDirectory(absl::StrCat(control, "/", name)))) {
+        (entry->d_type == DT_UNKNOWN && stat(absl::StrCat(control, name).c_str(), &st) == 0 &&
+         S_ISDIR(st.st_mode))) {
       names.push_back(name);
     }
   }
-  if (errno != 0) return OpError(absl::StrCat("cannot list ", control), errno);
+  if (errno != 0) return Error(absl::StrCat("cannot list ", control), errno);
   std::sort(names.begin(), names.end(), NaturalLess);
-
-  std::vector<DiskInfo> disks;
-  for (const std::string& name : names) {
-    const std::string path = absl::StrCat(control, "/", name, "/stats");
-    auto stats = ReadKeyValues(path, absl::StrCat("cannot read stats of disk '", name, "'"));
-    if (!stats.ok()) {
-      if (PayloadInt(stats.status(), kErrnoPayload, 0) == ENOENT) continue;  // deleted meanwhile
-      return stats.status();
-    }
-    disks.push_back(DiskInfo{name, *std::move(stats)});
-  }
-  return disks;
+  return names;
 }
 
-// ---- the table -------------------------------------------------------------------------
-
-struct Column {
-  std::string header;
-  std::string key;  // stats key, or "name"
-  bool is_size;     // formatted with FormatSize unless --bytes
-  bool right_align;
+struct DiskInfo {
+  std::string name;
+  KeyValues stats;
 };
 
-// The per-disk stats keys of docs/control.md.
-bool IsDocumentedStatsKey(absl::string_view key) {
-  static constexpr absl::string_view kKeys[] = {
-      "size",     "allocated_bytes", "allocated_pages", "mode",       "readonly",
-      "opens",    "reads",           "writes",          "read_bytes", "write_bytes",
-      "discards", "discard_bytes",   "flushes",         "fallback",   "passthrough"};
-  return std::find(std::begin(kKeys), std::end(kKeys), key) != std::end(kKeys);
+absl::StatusOr<DiskInfo> ReadDisk(const std::string& mount, const std::string& name) {
+  auto stats = ReadKeyValues(DiskControlPath(mount, name, "stats"),
+                             absl::StrCat("cannot read stats of disk '", name, "'"));
+  if (!stats.ok()) return stats.status();
+  return DiskInfo{name, *std::move(stats)};
 }
 
-// The default columns, and the aliases that --output accepts besides any
-// stats key (case-insensitive, '-' and '_' alike).
-std::optional<Column> ColumnFor(absl::string_view requested) {
-  std::string name = absl::AsciiStrToLower(requested);
-  absl::StrReplaceAll({{"-", "_"}}, &name);
-  if (name == "name") return Column{"NAME", "name", false, false};
-  if (name == "size") return Column{"SIZE", "size", true, true};
-  if (name == "used") return Column{"USED", "allocated_bytes", true, true};
-  if (name == "mode") return Column{"MODE", "mode", false, false};
-  if (name == "ro" || name == "readonly") return Column{"RO", "readonly", false, true};
-  if (name == "opens") return Column{"OPENS", "opens", false, true};
-  if (name.empty()) return std::nullopt;
-  for (char c : name) {
-    if (!absl::ascii_isalnum(c) && c != '_') return std::nullopt;
+// ---- tables (libsmartcols) -----------------------------------------------------------
+
+enum class Style { kTable, kRaw, kPairs, kJson };
+
+struct OutputFormat {
+  Style style = Style::kTable;
+  bool headings = true;
+  bool bytes = false;  // sizes in bytes; JSON always has bytes, so that sizes are numbers
+};
+
+// What a column holds. A column's type is a claim that PrintTable checks
+// against its cells: one that does not hold is printed as a string.
+enum class CellType { kString, kSize, kNumber, kBoolean };
+
+struct TableColumn {
+  std::string header;
+  CellType type;
+};
+
+bool IsUnsignedNumber(absl::string_view value) {
+  uint64_t ignored;
+  return !value.empty() && std::all_of(value.begin(), value.end(), absl::ascii_isdigit) &&
+         absl::SimpleAtoi(value, &ignored);
+}
+
+// The type column `c` really has: an empty cell (a key a disk does not
+// report) fits every type and prints as null in JSON.
+CellType CheckedType(const std::vector<std::vector<std::string>>& rows, size_t c, CellType type) {
+  for (const auto& row : rows) {
+    const std::string& cell = row[c];
+    if (cell.empty()) continue;
+    if ((type == CellType::kSize || type == CellType::kNumber) && !IsUnsignedNumber(cell)) {
+      return CellType::kString;
+    }
+    if (type == CellType::kBoolean && cell != "0" && cell != "1") return CellType::kString;
   }
-  std::string header = absl::AsciiStrToUpper(name);
-  absl::StrReplaceAll({{"_", "-"}}, &header);
-  const bool is_size = absl::EndsWith(name, "_bytes");
-  return Column{header, name, is_size, true};
+  return type;
 }
 
-std::string CellText(const DiskInfo& disk, const Column& column, bool bytes) {
+// Prints `rows` (cells as the control files give them: sizes in bytes) in
+// `format`. In JSON, util-linux's shape: one object holding one array named
+// `name`, the rows as objects keyed by the lower-case headers.
+absl::Status PrintTable(const char* name, const std::vector<TableColumn>& columns,
+                        const std::vector<std::vector<std::string>>& rows,
+                        const OutputFormat& format) {
+  libscols_table* table = scols_new_table();
+  if (table == nullptr) return Error("cannot make the table", ENOMEM);
+  absl::Cleanup unref = [table] { scols_unref_table(table); };
+  scols_table_set_name(table, name);
+  scols_table_enable_json(table, format.style == Style::kJson);
+  scols_table_enable_raw(table, format.style == Style::kRaw);
+  scols_table_enable_export(table, format.style == Style::kPairs);
+  scols_table_enable_noheadings(table, !format.headings);
+
+  std::vector<CellType> types;
+  for (size_t c = 0; c < columns.size(); ++c) {
+    const CellType type = CheckedType(rows, c, columns[c].type);
+    types.push_back(type);
+    libscols_column* column = scols_table_new_column(
+        table, columns[c].header.c_str(), 0, type == CellType::kString ? 0 : SCOLS_FL_RIGHT);
+    if (column == nullptr) return Error("cannot make the table", ENOMEM);
+    scols_column_set_json_type(column, type == CellType::kString    ? SCOLS_JSON_STRING
+                                       : type == CellType::kBoolean ? SCOLS_JSON_BOOLEAN_OPTIONAL
+                                                                    : SCOLS_JSON_NUMBER);
+  }
+  const bool human = !format.bytes && format.style != Style::kJson;
+  for (const auto& row : rows) {
+    libscols_line* line = scols_table_new_line(table, nullptr);
+    if (line == nullptr) return Error("cannot make the table", ENOMEM);
+    for (size_t c = 0; c < columns.size(); ++c) {
+      std::string cell = row[c];
+      uint64_t bytes;
+      if (types[c] == CellType::kSize && human && absl::SimpleAtoi(cell, &bytes)) {
+        cell = FormatSize(bytes);
+      }
+      if (scols_line_set_data(line, c, cell.c_str()) != 0) {
+        return Error("cannot make the table", ENOMEM);
+      }
+    }
+  }
+  if (int rc = scols_print_table(table); rc != 0) return Error("cannot print the table", -rc);
+  return absl::OkStatus();
+}
+
+// ---- the columns of `list` --------------------------------------------------------------
+
+struct ColumnInfo {
+  absl::string_view name;  // header and --output name
+  absl::string_view key;   // the stats key it shows
+  CellType type;
+  bool is_default;
+  absl::string_view help;
+};
+
+// The named columns. A key of the stats files that none of them shows is a
+// column too, named as ColumnNameOf(key) says.
+constexpr ColumnInfo kColumns[] = {
+    {"NAME", "name", CellType::kString, true, "name of the disk"},
+    {"SIZE", "size", CellType::kSize, true, "size of the disk"},
+    {"USED", "allocated_bytes", CellType::kSize, true, "RAM the disk holds"},
+    {"MODE", "mode", CellType::kString, true, "data mode: dax, direct, cached or null"},
+    {"RO", "readonly", CellType::kBoolean, true, "read-only disk"},
+    {"OPENS", "opens", CellType::kNumber, true,
+     "open files of the disk (mappings and loop devices hold one)"},
+    {"PASSTHROUGH", "passthrough", CellType::kBoolean, false,
+     "the disk is open through FUSE passthrough"},
+    {"GROWING", "growing", CellType::kBoolean, false,
+     "a disk made through the tree that still grows with its writes"},
+};
+
+// "write_bytes" -> "WRITE-BYTES", util-linux's spelling of column names.
+std::string ColumnNameOf(absl::string_view key) {
+  std::string name = absl::AsciiStrToUpper(key);
+  std::replace(name.begin(), name.end(), '_', '-');
+  return name;
+}
+
+const ColumnInfo* NamedColumnFor(absl::string_view key) {
+  for (const ColumnInfo& column : kColumns) {
+    if (column.key == key) return &column;
+  }
+  return nullptr;
+}
+
+struct Column {
+  std::string name;
+  std::string key;
+  CellType type;
+};
+
+Column ColumnOf(const ColumnInfo& info) {
+  return Column{std::string(info.name), std::string(info.key), info.type};
+}
+
+// A column that is not named: a size if its key says bytes, else a number
+// (PrintTable makes it a string if the daemon's values are words).
+Column KeyColumn(absl::string_view key) {
+  if (const ColumnInfo* named = NamedColumnFor(key)) {
+    return Column{ColumnNameOf(key), std::string(key), named->type};
+  }
+  const CellType type = absl::EndsWith(key, "_bytes") ? CellType::kSize : CellType::kNumber;
+  return Column{ColumnNameOf(key), std::string(key), type};
+}
+
+// Every stats key the disks report, in the order the daemon writes them.
+std::vector<std::string> ReportedKeys(const std::vector<DiskInfo>& disks) {
+  std::vector<std::string> keys;
+  for (const DiskInfo& disk : disks) {
+    for (const auto& [key, value] : disk.stats) {
+      if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+    }
+  }
+  return keys;
+}
+
+// The columns --output-all shows: the named ones, then every other key.
+std::vector<Column> AllColumns(const std::vector<std::string>& keys) {
+  std::vector<Column> columns;
+  for (const ColumnInfo& info : kColumns) columns.push_back(ColumnOf(info));
+  for (const std::string& key : keys) {
+    if (NamedColumnFor(key) == nullptr) columns.push_back(KeyColumn(key));
+  }
+  return columns;
+}
+
+// A column named on the command line: a named column or a reported key, in
+// any case, '-' and '_' alike. With no disk to list (`keys` empty) a key
+// cannot be checked; it is taken on trust, since no row will show it.
+std::optional<Column> FindColumn(absl::string_view requested,
+                                 const std::vector<std::string>& keys) {
+  const std::string name = ColumnNameOf(absl::StripAsciiWhitespace(requested));
+  for (const ColumnInfo& info : kColumns) {
+    if (info.name == name) return ColumnOf(info);
+  }
+  for (const std::string& key : keys) {
+    if (ColumnNameOf(key) == name) return KeyColumn(key);
+  }
+  const bool well_formed = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(c) || c == '-';
+  });
+  if (keys.empty() && well_formed) {
+    std::string key = absl::AsciiStrToLower(name);
+    std::replace(key.begin(), key.end(), '-', '_');
+    return KeyColumn(key);
+  }
+  return std::nullopt;
+}
+
+// --output LIST (a leading '+' adds to the default columns, as in util-linux),
+// --output-all, or the default columns.
+absl::StatusOr<std::vector<Column>> SelectColumns(const std::optional<std::string>& output,
+                                                  bool output_all,
+                                                  const std::vector<std::string>& keys) {
+  if (output_all) return AllColumns(keys);
+  std::vector<Column> columns;
+  const std::string text = output.value_or("");
+  absl::string_view list = text;
+  if (!output || absl::ConsumePrefix(&list, "+")) {
+    for (const ColumnInfo& info : kColumns) {
+      if (info.is_default) columns.push_back(ColumnOf(info));
+    }
+    if (!output) return columns;
+  }
+  for (absl::string_view requested : absl::StrSplit(list, ',')) {
+    std::optional<Column> column = FindColumn(requested, keys);
+    if (!column) return Error(absl::StrCat("unknown column '", requested, "' (see --help)"));
+    columns.push_back(*std::move(column));
+  }
+  return columns;
+}
+
+std::string CellOf(const DiskInfo& disk, const Column& column) {
   if (column.key == "name") return disk.name;
-  std::string value = Lookup(disk.stats, column.key);
-  if (value.empty()) return "-";
-  uint64_t number;
-  if (column.is_size && !bytes && absl::SimpleAtoi(value, &number)) return FormatSize(number);
-  return value;
+  return Lookup(disk.stats, column.key);
 }
 
-std::string RenderTable(const std::vector<DiskInfo>& disks, const std::vector<Column>& columns,
-                        bool headings, bool bytes) {
-  std::vector<std::vector<std::string>> rows;
-  if (headings) {
-    std::vector<std::string> row;
-    for (const Column& column : columns) row.push_back(column.header);
-    rows.push_back(std::move(row));
+// ---- options ---------------------------------------------------------------------------
+
+enum OptionId : uint32_t {
+  kOptBytes = 1 << 0,
+  kOptJson = 1 << 1,
+  kOptMount = 1 << 2,
+  kOptNoHeadings = 1 << 3,
+  kOptOutput = 1 << 4,
+  kOptOutputAll = 1 << 5,
+  kOptPairs = 1 << 6,
+  kOptRaw = 1 << 7,
+  kOptMode = 1 << 8,
+  kOptReadonly = 1 << 9,
+  kOptPolicy = 1 << 10,
+  kOptSeed = 1 << 11,
+  kOptHelp = 1 << 12,
+  kOptVersion = 1 << 13,
+};
+// Options every command takes.
+constexpr uint32_t kGlobalOptions = kOptMount | kOptHelp | kOptVersion;
+constexpr uint32_t kStyleOptions = kOptJson | kOptPairs | kOptRaw;
+constexpr uint32_t kTableOptions =
+    kStyleOptions | kOptBytes | kOptNoHeadings | kOptOutput | kOptOutputAll;
+
+// What an operand or an option's value is: it decides what completion offers.
+enum class Kind {
+  kText,
+  kDisk,
+  kSize,
+  kMode,
+  kBool,
+  kCacheMode,
+  kFaultFile,
+  kPolicy,
+  kColumns,
+  kMount
+};
+
+struct OptionInfo {
+  OptionId id;
+  char short_name;        // 0: long only
+  const char* long_name;  // without "--"
+  const char* value;      // the value's name in --help, nullptr if it takes none
+  Kind value_kind;
+  bool of_one_command;  // shown in that command's synopsis
+  absl::string_view help;
+};
+
+// In the order --help lists them (util-linux's: alphabetical by long name,
+// then the ones of single commands, then -h and -V).
+constexpr OptionInfo kOptions[] = {
+    {kOptBytes, 'b', "bytes", nullptr, Kind::kText, false,
+     "print sizes in bytes, not in human form"},
+    {kOptJson, 'J', "json", nullptr, Kind::kText, false, "use JSON output format"},
+    {kOptMount, 'm', "mount", "MOUNT", Kind::kMount, false, "the ramdiskfs mount to work on"},
+    {kOptNoHeadings, 'n', "noheadings", nullptr, Kind::kText, false, "don't print headings"},
+    {kOptOutput, 'o', "output", "LIST", Kind::kColumns, false,
+     "columns to print; +LIST adds to the default ones"},
+    {kOptOutputAll, 0, "output-all", nullptr, Kind::kText, false, "print every column"},
+    {kOptPairs, 'P', "pairs", nullptr, Kind::kText, false, "use key=\"value\" output format"},
+    {kOptRaw, 'r', "raw", nullptr, Kind::kText, false, "use raw output format"},
+    {kOptMode, 0, "mode", "MODE", Kind::kMode, true, "data mode of the new disk (create)"},
+    {kOptReadonly, 0, "readonly", nullptr, Kind::kText, true,
+     "make the new disk read-only (create)"},
+    {kOptPolicy, 0, "policy", "POLICY", Kind::kPolicy, true,
+     "what unflushed writes survive the cut (powercut)"},
+    {kOptSeed, 0, "seed", "SEED", Kind::kText, true, "seed of the cut's random draws (powercut)"},
+    {kOptHelp, 'h', "help", nullptr, Kind::kText, false, "display this help"},
+    {kOptVersion, 'V', "version", nullptr, Kind::kText, false, "display version"},
+};
+
+struct Options {
+  uint32_t given = 0;  // OptionId bits
+  OutputFormat format;
+  std::optional<std::string> output;
+  std::optional<std::string> mount;  // --mount, or a MOUNT operand
+  std::optional<std::string> mode;
+  std::optional<std::string> policy;
+  std::optional<std::string> seed;
+};
+
+// ---- the words that values may be ----------------------------------------------------
+//
+// The daemon checks these values again; the lists are here so that a typo is
+// an error before anything is written, and for completion.
+
+constexpr DataMode kModes[] = {DataMode::kDax, DataMode::kDirect, DataMode::kCached,
+                               DataMode::kNull};
+constexpr absl::string_view kCacheModes[] = {"none", "volatile"};
+constexpr absl::string_view kPowercutPolicies[] = {"all_lost", "random", "prefix", "torn"};
+
+// The fault-injection files of a disk (docs/control.md), and what `fault NAME
+// clear` writes to each to turn its faults off. Empty: a setting that shapes
+// faults but injects none (kept by clear).
+struct FaultFile {
+  absl::string_view file;
+  absl::string_view off;
+};
+constexpr FaultFile kFaultFiles[] = {
+    {"badblocks", "clear"}, {"badblocks_once", ""}, {"badblocks_partial", ""}, {"errors", "0"},
+    {"fault_seed", ""},     {"latency", "0"},       {"throttle", "0"},         {"flakey", "0 0"},
+};
+constexpr absl::string_view kFaultClear = "clear";
+
+template <typename Words>
+bool IsOneOf(absl::string_view word, const Words& words) {
+  return std::find(std::begin(words), std::end(words), word) != std::end(words);
+}
+
+// ---- commands --------------------------------------------------------------------------
+
+struct Operand {
+  absl::string_view name;
+  Kind kind;
+  bool optional = false;  // this and every operand after it may be left out
+  bool repeated = false;  // the last operand only: any number of them
+};
+
+struct Request;
+struct Command {
+  absl::string_view name;
+  std::vector<Operand> operands;
+  uint32_t options;  // OptionIds it takes besides kGlobalOptions
+  absl::string_view help;
+  absl::Status (*run)(const Request&);
+};
+
+struct Request {
+  const Command* command = nullptr;
+  bool command_given = false;  // false: `ramdiskctl [NAME...]`, list by default
+  std::vector<std::string> operands;
+  Options options;
+};
+
+absl::Status CheckName(const Request& request, const std::string& name) {
+  absl::Status status = ValidateDiskName(Std(name));
+  if (!status.ok()) {
+    return FromParser(absl::StrCat(request.command->name, ": disk name"), status);
   }
+  return absl::OkStatus();
+}
+
+// The disk named by the first operand, checked.
+absl::StatusOr<std::string> DiskOperand(const Request& request) {
+  const std::string& name = request.operands[0];
+  if (auto status = CheckName(request, name); !status.ok()) return status;
+  return name;
+}
+
+absl::StatusOr<std::string> Mount(const Request& request) {
+  return ResolveMount(request.options.mount);
+}
+
+// Writes `value` and a "\n" to MOUNT/.control/RELATIVE in one write().
+absl::Status WriteControl(const std::string& mount, absl::string_view relative,
+                          absl::string_view value) {
+  return WriteFile(ControlPath(mount, relative), absl::StrCat(value, "\n"),
+                   absl::StrCat("cannot write '", value, "' to .control/", relative));
+}
+
+// Prints MOUNT/.control/RELATIVE as it reads.
+absl::Status PrintControl(const std::string& mount, absl::string_view relative) {
+  auto text =
+      ReadFile(ControlPath(mount, relative), absl::StrCat("cannot read .control/", relative));
+  if (!text.ok()) return text.status();
+  std::fputs(text->c_str(), stdout);
+  return absl::OkStatus();
+}
+
+struct FileValue {
+  absl::string_view file;
+  std::string value;
+};
+
+// Writes each value to its file of `disk`, in order, one write() each. Stops
+// at the first failure; the writes before it stay done.
+absl::Status WriteDiskFiles(const Request& request, const std::string& disk,
+                            const std::vector<FileValue>& writes) {
+  auto mount = Mount(request);
+  if (!mount.ok()) return mount.status();
+  for (const auto& [file, value] : writes) {
+    if (auto status = WriteControl(*mount, absl::StrCat(disk, "/", file), value); !status.ok()) {
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteDiskFile(const Request& request, const std::string& disk, absl::string_view file,
+                           absl::string_view value) {
+  return WriteDiskFiles(request, disk, {{file, std::string(value)}});
+}
+
+absl::Status RunList(const Request& request) {
+  for (const std::string& name : request.operands) {
+    if (auto status = CheckName(request, name); !status.ok()) return status;
+  }
+  auto mount = Mount(request);
+  if (!mount.ok()) return mount.status();
+  std::vector<DiskInfo> disks;
+  if (request.operands.empty()) {
+    auto names = DiskNames(*mount);
+    if (!names.ok()) return names.status();
+    for (const std::string& name : *names) {
+      auto disk = ReadDisk(*mount, name);
+      if (!disk.ok() && ErrnoOf(disk.status()) == ENOENT) continue;  // deleted meanwhile
+      if (!disk.ok()) return disk.status();
+      disks.push_back(*std::move(disk));
+    }
+  } else {
+    for (const std::string& name : request.operands) {  // in the order given, as lsblk
+      auto disk = ReadDisk(*mount, name);
+      if (!disk.ok() && ErrnoOf(disk.status()) == ENOENT) {
+        return Error(request.command_given
+                         ? absl::StrCat("no disk '", name, "'")
+                         : absl::StrCat("'", name, "' is no command and no disk (see --help)"),
+                     ENOENT);
+      }
+      if (!disk.ok()) return disk.status();
+      disks.push_back(*std::move(disk));
+    }
+  }
+  const Options& options = request.options;
+  auto columns = SelectColumns(options.output, options.given & kOptOutputAll, ReportedKeys(disks));
+  if (!columns.ok()) return columns.status();
+  std::vector<TableColumn> header;
+  for (const Column& column : *columns) header.push_back({column.name, column.type});
+  std::vector<std::vector<std::string>> rows;
   for (const DiskInfo& disk : disks) {
     std::vector<std::string> row;
-    for (const Column& column : columns) row.push_back(CellText(disk, column, bytes));
+    for (const Column& column : *columns) row.push_back(CellOf(disk, column));
     rows.push_back(std::move(row));
   }
-  std::vector<size_t> widths(columns.size(), 0);
-  for (const auto& row : rows) {
-    for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
+  return PrintTable("ramdisks", header, rows, options.format);
+}
+
+absl::Status RunCreate(const Request& request) {
+  auto name = DiskOperand(request);
+  if (!name.ok()) return name.status();
+  auto size = ParseDiskSize(Std(request.operands[1]));
+  if (!size.ok()) return FromParser("create", size.status());
+  std::string command = absl::StrCat(*name, " ", *size);
+  if (request.options.mode) {
+    auto mode = ParseDataMode(*request.options.mode);
+    if (!mode.ok()) return FromParser("create: --mode", mode.status());
+    absl::StrAppend(&command, " mode=", Absl(DataModeName(*mode)));
   }
-  std::string out;
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t c = 0; c < row.size(); ++c) {
-      if (c > 0) line.push_back(' ');
-      const std::string pad(widths[c] - row[c].size(), ' ');
-      line += columns[c].right_align ? pad + row[c] : row[c] + pad;
+  if (request.options.given & kOptReadonly) absl::StrAppend(&command, " readonly=1");
+  auto mount = Mount(request);
+  if (!mount.ok()) return mount.status();
+  return WriteFile(ControlPath(*mount, "new"), absl::StrCat(command, "\n"),
+                   absl::StrCat("cannot create disk '", *name, "'"));
+}
+
+absl::Status RunDelete(const Request& request) {
+  auto name = DiskOperand(request);
+  if (!name.ok()) return name.status();
+  auto mount = Mount(request);
+  if (!mount.ok()) return mount.status();
+  return WriteFile(ControlPath(*mount, "delete"), absl::StrCat(*name, "\n"),
+                   absl::StrCat("cannot delete disk '", *name, "'"));
+}
+
+absl::Status RunResize(const Request& request) {
+  auto name = DiskOperand(request);
+  if (!name.ok()) return name.status();
+  auto size = ParseDiskSize(Std(request.operands[1]));
+  if (!size.ok()) return FromParser("resize", size.status());
+  return WriteDiskFile(request, *name, "size", absl::StrCat(*size));
+}
+
+absl::Status RunFlush(const Request& request) {
+  auto name = DiskOperand(request);
+  if (!name.ok()) return name.status();
+  return WriteDiskFile(request, *name, "flush", "1");
+}
+
+absl::Status RunDiscard(const Request& request) {
+  auto name = DiskOperand(request);
+  if (!name.ok()) return name.status();
+  auto range = ParseDiscardCommand(absl::StrCat(request.operands[1], " ", request.operands[2]));
+  if (!range.ok()) return FromParser("", range.status());
+  return WriteDiskFile(request, *name, "discard", absl::StrCat(range->offset, " ", range->length));
+}
+
+// The text to write for a value the user gave, in the form the daemon reads back.
+using ValueCheck = absl::StatusOr<std::string> (*)(const std::string&);
+
+absl::StatusOr<std::string> ModeValue(const std::string& text) {
+  auto mode = ParseModeValue(text);
+  if (!mode.ok()) return FromParser("", mode.status());
+  return std::string(Absl(DataModeName(*mode)));
+}
+absl::StatusOr<std::string> BoolValue(const std::string& text) {
+  auto value = ParseBoolValue(text);
+  if (!value.ok()) return FromParser("", value.status());
+  return std::string(*value ? "1" : "0");
+}
+absl::StatusOr<std::string> CacheValue(const std::string& text) {
+  if (IsOneOf(text, kCacheModes)) return text;
+  return Error(absl::StrCat("cache: '", text, "' is not ", absl::StrJoin(kCacheModes, " or ")));
+}
+absl::StatusOr<std::string> MemorySizeValue(const std::string& text) {
+  auto bytes = ParseMemorySizeValue(text);
+  if (!bytes.ok()) return FromParser("", bytes.status());
+  return absl::StrCat(*bytes);
+}
+
+// `COMMAND [NAME] [VALUE]` for a file that holds one value: prints it, or
+// writes VALUE as `check` gives it. `disk` false: a global file.
+absl::Status ShowOrSet(const Request& request, bool disk, absl::string_view file,
+                       ValueCheck check) {
+  std::string name;
+  if (disk) {
+    auto checked = DiskOperand(request);
+    if (!checked.ok()) return checked.status();
+    name = *checked;
+  }
+  const size_t value_index = disk ? 1 : 0;
+  std::optional<std::string> value;
+  if (request.operands.size() > value_index) {
+    auto checked = check(request.operands[value_index]);
+    if (!checked.ok()) return checked.status();
+    value = *std::move(checked);
+  }
+  auto mount = Mount(request);
+  if (!mount.ok()) return mount.status();
+  const std::string relative = disk ? absl::StrCat(name, "/", file) : std::string(file);
+  if (!value) return PrintControl(*mount, relative);
+  return WriteControl(*mount, relative, *value);
+}
+
+absl::Status RunMode(const Request& request) { return ShowOrSet(request, true, "mode", ModeValue); }
+absl::Status RunReadonly(const Request& request) {
+  return ShowOrSet(request, true, "readonly", BoolValue);
+}
+absl::Status RunCache(const Request& request) {
+  return ShowOrSet(request, true, "cache", CacheValue);
+}
+absl::Status RunMaxMemory(const Request& request) {
+  return ShowOrSet(request, false, "max_memory", MemorySizeValue);
+}
+
+// `stats [NAME]`: the stats file as it is; with --json, --raw or --pairs a
+// KEY VALUE table, as lscpu's (values are strings there, one column each).
+absl::Status RunStats(const Request& request) {
+  std::optional<std::string> name;
+  if (!request.operands.empty()) {
+    auto checked = DiskOperand(request);
+    if (!checked.ok()) return checked.status();
+    name = *checked;
+  }
+  auto mount = Mount(request);
+  if (!mount.ok()) return mount.status();
+  auto rows = name ? ReadKeyValues(DiskControlPath(*mount, *name, "stats"),
+                                   absl::StrCat("cannot read stats of disk '", *name, "'"))
+                   : ReadKeyValues(ControlPath(*mount, "stats"), "cannot read stats");
+  if (!rows.ok()) return rows.status();
+  if (!(request.options.given & kStyleOptions)) {
+    std::fputs(RenderKeyValues(*rows).c_str(), stdout);
+    return absl::OkStatus();
+  }
+  std::vector<std::vector<std::string>> cells;
+  for (const auto& [key, value] : *rows) cells.push_back({key, value});
+  return PrintTable("stats", {{"KEY", CellType::kString}, {"VALUE", CellType::kString}}, cells,
+                    request.options.format);
+}
+
+const FaultFile* FaultFileFor(absl::string_view file) {
+  for (const FaultFile& fault : kFaultFiles) {
+    if (fault.file == file) return &fault;
+  }
+  return nullptr;
+}
+
+// Prints one "FILE LINE" line per line of each file, as the stats files read.
+absl::Status PrintFaultFiles(const Request& request, const std::string& disk,
+                             const std::vector<const FaultFile*>& files) {
+  auto mount = Mount(request);
+  if (!mount.ok()) return mount.status();
+  for (const FaultFile* fault : files) {
+    auto text = ReadFile(DiskControlPath(*mount, disk, fault->file),
+                         absl::StrCat("cannot read .control/", disk, "/", fault->file));
+    if (!text.ok()) return text.status();
+    for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+      absl::PrintF("%s %s\n", fault->file, line);
     }
-    // Trailing spaces of a left-aligned last column help nobody.
-    line.erase(line.find_last_not_of(' ') + 1);
-    out += line;
-    out.push_back('\n');
+  }
+  return absl::OkStatus();
+}
+
+// `fault NAME [FILE [VALUE...]]`: shows every fault file or one, sets one (the
+// VALUEs joined by spaces, one write), or with FILE `clear` turns every fault off.
+absl::Status RunFault(const Request& request) {
+  auto name = DiskOperand(request);
+  if (!name.ok()) return name.status();
+  const std::vector<std::string>& operands = request.operands;
+  if (operands.size() == 1) {
+    std::vector<const FaultFile*> all;
+    for (const FaultFile& fault : kFaultFiles) all.push_back(&fault);
+    return PrintFaultFiles(request, *name, all);
+  }
+  if (operands[1] == kFaultClear) {
+    if (operands.size() > 2) return Error("fault: 'clear' takes no value");
+    std::vector<FileValue> writes;
+    for (const FaultFile& fault : kFaultFiles) {
+      if (!fault.off.empty()) writes.push_back({fault.file, std::string(fault.off)});
+    }
+    return WriteDiskFiles(request, *name, writes);
+  }
+  const FaultFile* fault = FaultFileFor(operands[1]);
+  if (fault == nullptr) {
+    std::vector<absl::string_view> files;
+    for (const FaultFile& f : kFaultFiles) files.push_back(f.file);
+    return Error(absl::StrCat("fault: unknown file '", operands[1], "' (",
+                              absl::StrJoin(files, ", "), " or clear)"));
+  }
+  if (operands.size() == 2) return PrintFaultFiles(request, *name, {fault});
+  const std::string value =
+      absl::StrJoin(std::vector<std::string>(operands.begin() + 2, operands.end()), " ");
+  if (absl::StrContains(value, '\n')) return Error("fault: a value is one line");
+  return WriteDiskFile(request, *name, fault->file, value);
+}
+
+// `powercut NAME [--policy P] [--seed S]`: sets the policy and the seed if
+// given, then writes 0 to power, in that order, because the cut draws from them.
+absl::Status RunPowercut(const Request& request) {
+  auto name = DiskOperand(request);
+  if (!name.ok()) return name.status();
+  const Options& options = request.options;
+  if (options.policy && !IsOneOf(*options.policy, kPowercutPolicies)) {
+    return Error(absl::StrCat("powercut: --policy '", *options.policy, "' is not one of ",
+                              absl::StrJoin(kPowercutPolicies, ", ")));
+  }
+  uint64_t seed = 0;
+  if (options.seed &&
+      (!IsUnsignedNumber(*options.seed) || !absl::SimpleAtoi(*options.seed, &seed))) {
+    return Error(absl::StrCat("powercut: --seed '", *options.seed,
+                              "' is not a number from 0 to 18446744073709551615"));
+  }
+  std::vector<FileValue> writes;
+  if (options.policy) writes.push_back({"powercut_policy", *options.policy});
+  if (options.seed) writes.push_back({"powercut_seed", absl::StrCat(seed)});
+  writes.push_back({"power", "0"});
+  return WriteDiskFiles(request, *name, writes);
+}
+
+absl::Status RunPoweron(const Request& request) {
+  auto name = DiskOperand(request);
+  if (!name.ok()) return name.status();
+  return WriteDiskFile(request, *name, "power", "1");
+}
+
+const std::vector<Command> kCommands = {
+    {"list",
+     {{"NAME", Kind::kDisk, true, true}},
+     kTableOptions,
+     "list the disks, or only the NAMEs (the default command)",
+     RunList},
+    {"create",
+     {{"NAME", Kind::kText}, {"SIZE", Kind::kSize}},
+     kOptMode | kOptReadonly,
+     "create a disk of SIZE bytes",
+     RunCreate},
+    {"delete", {{"NAME", Kind::kDisk}}, 0, "delete a disk and free its memory", RunDelete},
+    {"resize",
+     {{"NAME", Kind::kDisk}, {"SIZE", Kind::kSize}},
+     0,
+     "change the size of a disk",
+     RunResize},
+    {"flush", {{"NAME", Kind::kDisk}}, 0, "free every page of a disk (BLKFLSBUF)", RunFlush},
+    {"discard",
+     {{"NAME", Kind::kDisk}, {"OFFSET", Kind::kSize}, {"LENGTH", Kind::kSize}},
+     0,
+     "free a byte range of a disk",
+     RunDiscard},
+    {"mode",
+     {{"NAME", Kind::kDisk}, {"MODE", Kind::kMode, true}},
+     0,
+     "show or set the data mode of a disk: dax, direct, cached or null",
+     RunMode},
+    {"readonly",
+     {{"NAME", Kind::kDisk}, {"0|1", Kind::kBool, true}},
+     0,
+     "show or set whether a disk is read-only",
+     RunReadonly},
+    {"stats",
+     {{"NAME", Kind::kDisk, true}},
+     kStyleOptions | kOptNoHeadings,
+     "show the statistics of a disk, or the global ones",
+     RunStats},
+    {"max-memory",
+     {{"SIZE", Kind::kSize, true}},
+     0,
+     "show or set the memory cap of all disks together",
+     RunMaxMemory},
+    {"fault",
+     {{"NAME", Kind::kDisk}, {"FILE", Kind::kFaultFile, true}, {"VALUE", Kind::kText, true, true}},
+     0,
+     "show or set fault injection (FILE VALUE...), or turn every fault off (clear)",
+     RunFault},
+    {"cache",
+     {{"NAME", Kind::kDisk}, {"none|volatile", Kind::kCacheMode, true}},
+     0,
+     "show or set the write cache of a disk",
+     RunCache},
+    {"powercut",
+     {{"NAME", Kind::kDisk}},
+     kOptPolicy | kOptSeed,
+     "cut the power of a disk: unflushed writes are resolved by the policy",
+     RunPowercut},
+    {"poweron", {{"NAME", Kind::kDisk}}, 0, "power a disk on again after a cut", RunPoweron},
+};
+
+const Command* FindCommand(absl::string_view name) {
+  for (const Command& command : kCommands) {
+    if (command.name == name) return &command;
+  }
+  return nullptr;
+}
+const Command& ListCommand() { return kCommands.front(); }
+
+// "NAME [FILE [VALUE...]]": optional operands nest, as each needs the one before.
+std::string OperandSynopsis(const Command& command) {
+  std::string out;
+  int open = 0;
+  for (const Operand& operand : command.operands) {
+    if (!out.empty()) out += " ";
+    if (operand.optional) {
+      out += "[";
+      ++open;
+    }
+    absl::StrAppend(&out, operand.name, operand.repeated ? "..." : "");
+  }
+  out.append(open, ']');
+  return out;
+}
+
+std::string Synopsis(const Command& command) {
+  std::string out = absl::StrCat(command.name, " ", OperandSynopsis(command));
+  for (const OptionInfo& option : kOptions) {
+    if (!option.of_one_command || !(command.options & option.id)) continue;
+    absl::StrAppend(&out, " [--", option.long_name, option.value ? " " : "",
+                    option.value ? option.value : "", "]");
+  }
+  return std::string(absl::StripTrailingAsciiWhitespace(out));
+}
+
+std::string OptionLabel(const OptionInfo& option) {
+  std::string label = option.short_name ? absl::StrFormat("-%c, ", option.short_name) : "    ";
+  absl::StrAppend(&label, "--", option.long_name);
+  if (option.value) absl::StrAppend(&label, " ", option.value);
+  return label;
+}
+
+// `text` broken at spaces into lines of at most 79 columns, each after `indent`.
+std::string Wrap(absl::string_view text, absl::string_view indent) {
+  constexpr size_t kWidth = 79;
+  std::string out, line;
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    if (!line.empty() && indent.size() + line.size() + 1 + word.size() > kWidth) {
+      absl::StrAppend(&out, indent, line, "\n");
+      line.clear();
+    }
+    absl::StrAppend(&line, line.empty() ? "" : " ", word);
+  }
+  if (!line.empty()) absl::StrAppend(&out, indent, line, "\n");
+  return out;
+}
+
+std::string UsageText() {
+  std::string out = absl::StrCat("Usage:\n ", kProgram, " [options] [list] [NAME...]\n ", kProgram,
+                                 " [options] COMMAND [ARGUMENT...]\n\n"
+                                 "List and control the RAM disks of a ramdiskfs mount through its\n"
+                                 "control files, MOUNT/.control/.\n\nCommands:\n");
+  for (const Command& command : kCommands) {
+    absl::StrAppend(&out, " ", Synopsis(command), "\n", Wrap(command.help, "        "));
+  }
+  out += "\nOptions:\n";
+  for (const OptionInfo& option : kOptions) {
+    absl::StrAppend(&out, absl::StrFormat(" %-24s %s\n", OptionLabel(option), option.help));
+  }
+  out += "\nAvailable output columns (* the default ones):\n";
+  for (const ColumnInfo& column : kColumns) {
+    absl::StrAppend(&out, absl::StrFormat(" %12s %s %s\n", column.name,
+                                          column.is_default ? "*" : " ", column.help));
+  }
+  std::vector<absl::string_view> faults;
+  for (const FaultFile& fault : kFaultFiles) faults.push_back(fault.file);
+  absl::StrAppend(
+      &out,
+      Wrap("and every other key of the disks' stats files, in upper case with '-' for '_' "
+           "(READS, WRITE-BYTES, ...)",
+           " "),
+      "\n",
+      Wrap("MOUNT is --mount, else an operand that is a ramdiskfs mount point and no disk name "
+           "(/mnt/rd, ./rd), else $RAMDISKFS_MOUNT, else the only ramdiskfs mount.",
+           ""),
+      Wrap("SIZE, OFFSET, LENGTH: bytes, or with a K, M, G, T or P suffix (powers of 1024).", ""),
+      Wrap(absl::StrCat("FILE: a fault-injection file: ", absl::StrJoin(faults, ", "), "."), ""),
+      Wrap(absl::StrCat("POLICY: ", absl::StrJoin(kPowercutPolicies, ", "), "."), ""),
+      "\nExit status: 0 on success, 1 on any error.\n\n"
+      "For more details see ramdiskctl(8) and docs/control.md.\n");
+  return out;
+}
+
+// ---- the command line ---------------------------------------------------------------------
+
+// getopt_long's value for an option: its short name, or 256 + its index.
+int GetoptValue(size_t index) {
+  return kOptions[index].short_name ? kOptions[index].short_name : 256 + static_cast<int>(index);
+}
+
+void ApplyOption(const OptionInfo& option, const char* value, Options& options) {
+  options.given |= option.id;
+  switch (option.id) {
+    case kOptBytes:
+      options.format.bytes = true;
+      break;
+    case kOptJson:
+      options.format.style = Style::kJson;
+      break;
+    case kOptRaw:
+      options.format.style = Style::kRaw;
+      break;
+    case kOptPairs:
+      options.format.style = Style::kPairs;
+      break;
+    case kOptNoHeadings:
+      options.format.headings = false;
+      break;
+    case kOptOutput:
+      options.output = value;
+      break;
+    case kOptMount:
+      options.mount = value;
+      break;
+    case kOptMode:
+      options.mode = value;
+      break;
+    case kOptPolicy:
+      options.policy = value;
+      break;
+    case kOptSeed:
+      options.seed = value;
+      break;
+    case kOptOutputAll:
+    case kOptReadonly:
+    case kOptHelp:
+    case kOptVersion:
+      break;
+  }
+}
+
+// Options may stand anywhere (getopt_long permutes), short ones grouped
+// (-nb, -oNAME,SIZE). An operand that starts with '-' goes after "--".
+absl::StatusOr<Request> ParseCommandLine(int argc, char** argv) {
+  std::vector<option> longopts;
+  std::string shortopts = ":";  // ':' first: a missing value is reported as ':'
+  for (size_t i = 0; i < std::size(kOptions); ++i) {
+    const OptionInfo& info = kOptions[i];
+    longopts.push_back(
+        {info.long_name, info.value ? required_argument : no_argument, nullptr, GetoptValue(i)});
+    if (info.short_name) {
+      shortopts.push_back(info.short_name);
+      if (info.value) shortopts.push_back(':');
+    }
+  }
+  longopts.push_back({nullptr, 0, nullptr, 0});
+
+  Request request;
+  opterr = 0;
+  optind = 1;
+  for (;;) {
+    const int c = getopt_long(argc, argv, shortopts.c_str(), longopts.data(), nullptr);
+    if (c == -1) break;
+    if (c == '?' || c == ':') {
+      const std::string arg = optopt != 0 && optopt < 256 ? absl::StrFormat("-%c", optopt)
+                                                          : std::string(argv[optind - 1]);
+      if (c == ':') return Error(absl::StrCat("option '", arg, "' needs a value (see --help)"));
+      return Error(absl::StrCat("unknown option '", arg, "' (see --help)"));
+    }
+    for (size_t i = 0; i < std::size(kOptions); ++i) {
+      if (GetoptValue(i) != c) continue;
+      ApplyOption(kOptions[i], optarg, request.options);
+    }
+  }
+  const uint32_t given = request.options.given;
+  if (given & (kOptHelp | kOptVersion)) return request;
+
+  request.operands.assign(argv + optind, argv + argc);
+  if (!request.operands.empty() && IsMountOperand(request.operands.back())) {
+    if (request.options.mount) {
+      return Error(absl::StrCat("two mounts: --mount ", *request.options.mount, " and ",
+                                request.operands.back()));
+    }
+    request.options.mount = request.operands.back();
+    request.operands.pop_back();
+  }
+  request.command = &ListCommand();
+  if (!request.operands.empty()) {
+    if (const Command* command = FindCommand(request.operands.front())) {
+      request.command = command;
+      request.command_given = true;
+      request.operands.erase(request.operands.begin());
+    }
+  }
+  const Command& command = *request.command;
+  for (const OptionInfo& option : kOptions) {
+    if ((given & option.id) && !((kGlobalOptions | command.options) & option.id)) {
+      return Error(absl::StrCat("option --", option.long_name, " does not apply to '", command.name,
+                                "' (see --help)"));
+    }
+  }
+  if (std::popcount(given & kStyleOptions) > 1) {
+    return Error("--json, --raw and --pairs are mutually exclusive");
+  }
+  if ((given & kOptOutput) && (given & kOptOutputAll)) {
+    return Error("--output and --output-all are mutually exclusive");
+  }
+  const size_t required = std::count_if(command.operands.begin(), command.operands.end(),
+                                        [](const Operand& o) { return !o.optional; });
+  const bool unbounded = !command.operands.empty() && command.operands.back().repeated;
+  if (request.operands.size() < required) {
+    return Error(
+        absl::StrCat("'", command.name, "' needs ", OperandSynopsis(command), " (see --help)"));
+  }
+  if (!unbounded && request.operands.size() > command.operands.size()) {
+    return Error(absl::StrCat("too many arguments for '", command.name, "' (see --help)"));
+  }
+  return request;
+}
+
+// ---- completion ---------------------------------------------------------------------------
+//
+// completion/ramdiskctl (bash) runs `ramdiskctl __complete CWORD WORD...` with
+// its COMP_CWORD and COMP_WORDS and takes each line printed as a candidate.
+// Everything offered comes from the tables above and from the mount.
+
+struct CompletionState {
+  std::optional<std::string> mount;
+  std::vector<std::string> positionals;
+  const OptionInfo* pending = nullptr;  // the option whose value is the current word
+};
+
+const OptionInfo* LongOption(absl::string_view name) {
+  for (const OptionInfo& option : kOptions) {
+    if (name == option.long_name) return &option;
+  }
+  return nullptr;
+}
+const OptionInfo* ShortOption(char name) {
+  for (const OptionInfo& option : kOptions) {
+    if (option.short_name != 0 && option.short_name == name) return &option;
+  }
+  return nullptr;
+}
+
+// Walks the words before the current one. bash splits "--output=LIST" into
+// "--output", "=", "LIST" (COMP_WORDBREAKS holds '='); both forms work.
+CompletionState ScanWords(const std::vector<std::string>& words) {
+  CompletionState state;
+  bool operands_only = false;
+  const OptionInfo* expecting = nullptr;
+  for (const std::string& word : words) {
+    if (expecting != nullptr) {
+      if (word == "=") continue;
+      if (expecting->id == kOptMount) state.mount = word;
+      expecting = nullptr;
+      continue;
+    }
+    if (operands_only || word.size() < 2 || word[0] != '-') {
+      state.positionals.push_back(word);
+    } else if (word == "--") {
+      operands_only = true;
+    } else if (word[1] == '-') {
+      const size_t eq = word.find('=');
+      const OptionInfo* option = LongOption(absl::string_view(word).substr(2, eq - 2));
+      if (option && option->value && eq == std::string::npos) expecting = option;
+      if (option && option->id == kOptMount && eq != std::string::npos) {
+        state.mount = word.substr(eq + 1);
+      }
+    } else {
+      for (size_t i = 1; i < word.size(); ++i) {
+        const OptionInfo* option = ShortOption(word[i]);
+        if (option == nullptr || option->value == nullptr) continue;
+        if (i + 1 == word.size()) expecting = option;
+        if (option->id == kOptMount && i + 1 < word.size()) state.mount = word.substr(i + 1);
+        break;
+      }
+    }
+  }
+  state.pending = expecting;
+  return state;
+}
+
+std::vector<std::string> DisksForCompletion(const std::optional<std::string>& mount) {
+  auto resolved = ResolveMount(mount);
+  if (!resolved.ok()) return {};
+  auto names = DiskNames(*resolved);
+  return names.ok() ? *names : std::vector<std::string>{};
+}
+
+std::vector<std::string> ColumnsForCompletion(const std::optional<std::string>& mount) {
+  std::vector<DiskInfo> disks;
+  if (auto resolved = ResolveMount(mount); resolved.ok()) {
+    for (const std::string& name : DisksForCompletion(mount)) {
+      if (auto disk = ReadDisk(*resolved, name); disk.ok()) disks.push_back(*std::move(disk));
+    }
+  }
+  std::vector<std::string> names;
+  for (const Column& column : AllColumns(ReportedKeys(disks))) names.push_back(column.name);
+  return names;
+}
+
+std::vector<std::string> WordsOf(Kind kind, const std::optional<std::string>& mount) {
+  std::vector<std::string> words;
+  switch (kind) {
+    case Kind::kDisk:
+      return DisksForCompletion(mount);
+    case Kind::kMode:
+      for (DataMode mode : kModes) words.emplace_back(DataModeName(mode));
+      break;
+    case Kind::kBool:
+      words = {"0", "1"};
+      break;
+    case Kind::kCacheMode:
+      for (absl::string_view word : kCacheModes) words.emplace_back(word);
+      break;
+    case Kind::kPolicy:
+      for (absl::string_view word : kPowercutPolicies) words.emplace_back(word);
+      break;
+    case Kind::kFaultFile:
+      for (const FaultFile& fault : kFaultFiles) words.emplace_back(fault.file);
+      words.emplace_back(kFaultClear);
+      break;
+    case Kind::kMount:
+      return RamdiskfsMountPoints();
+    case Kind::kColumns:
+      return ColumnsForCompletion(mount);
+    case Kind::kText:
+    case Kind::kSize:
+      break;
+  }
+  return words;
+}
+
+// The candidates for `current`, the word at COMP_CWORD, given the words before it.
+std::vector<std::string> Complete(const std::vector<std::string>& before,
+                                  const std::string& current) {
+  const CompletionState state = ScanWords(before);
+  std::vector<std::string> candidates;
+  std::string prefix;  // kept in front of every candidate
+  std::string partial = current;
+  if (state.pending != nullptr && state.pending->value_kind == Kind::kColumns) {
+    // A comma list: complete the last item, offer no column twice.
+    const size_t comma = current.rfind(',');
+    prefix = comma == std::string::npos ? "" : current.substr(0, comma + 1);
+    partial = absl::AsciiStrToUpper(current.substr(prefix.size()));
+    std::vector<std::string> taken = absl::StrSplit(prefix, ',', absl::SkipEmpty());
+    for (std::string& name : WordsOf(Kind::kColumns, state.mount)) {
+      if (!IsOneOf(name, taken)) candidates.push_back(std::move(name));
+    }
+  } else if (state.pending != nullptr) {
+    candidates = WordsOf(state.pending->value_kind, state.mount);
+  } else {
+    const Command* command =
+        state.positionals.empty() ? nullptr : FindCommand(state.positionals.front());
+    if (absl::StartsWith(current, "-")) {
+      const uint32_t takes = kGlobalOptions | (command ? command->options : ListCommand().options);
+      for (const OptionInfo& option : kOptions) {
+        if (takes & option.id) candidates.push_back(absl::StrCat("--", option.long_name));
+      }
+    } else if (state.positionals.empty()) {  // a command, or NAMEs for the default list
+      for (const Command& c : kCommands) candidates.emplace_back(c.name);
+      for (std::string& name : DisksForCompletion(state.mount)) candidates.push_back(name);
+    } else if (command == nullptr) {
+      candidates = DisksForCompletion(state.mount);
+    } else if (!command->operands.empty()) {
+      const size_t index = state.positionals.size() - 1;  // operands after the command word
+      const Operand* operand = index < command->operands.size()    ? &command->operands[index]
+                               : command->operands.back().repeated ? &command->operands.back()
+                                                                   : nullptr;
+      if (operand != nullptr) candidates = WordsOf(operand->kind, state.mount);
+    }
+  }
+  std::vector<std::string> out;
+  for (const std::string& candidate : candidates) {
+    if (absl::StartsWith(candidate, partial)) out.push_back(prefix + candidate);
   }
   return out;
 }
 
-// ---- the command line -------------------------------------------------------------------
-
-struct Args {
-  std::string command = "list";
-  std::vector<std::string> positionals;  // after the command word
-  bool json = false;
-  bool headings = true;
-  bool bytes = false;
-  std::optional<std::string> output;
-  std::optional<std::string> mode;  // create --mode
-  bool readonly = false;            // create --readonly
-  bool help = false;
-  bool version = false;
-};
-
-constexpr absl::string_view kCommands[] = {"list",    "create", "delete",   "resize", "flush",
-                                           "discard", "mode",   "readonly", "stats",  "max-memory"};
-
-std::string UsageText() {
-  return absl::StrCat(
-      "Usage:\n"
-      " ramdiskctl [list] [MOUNT] [--json] [--noheadings] [--output COLS] [--bytes]\n"
-      " ramdiskctl create NAME SIZE [--mode MODE] [--readonly] [MOUNT]\n"
-      " ramdiskctl delete NAME [MOUNT]\n"
-      " ramdiskctl resize NAME SIZE [MOUNT]\n"
-      " ramdiskctl flush NAME [MOUNT]\n"
-      " ramdiskctl discard NAME OFFSET LENGTH [MOUNT]\n"
-      " ramdiskctl mode NAME [MODE] [MOUNT]\n"
-      " ramdiskctl readonly NAME [0|1] [MOUNT]\n"
-      " ramdiskctl stats [NAME] [MOUNT] [--json]\n"
-      " ramdiskctl max-memory [SIZE] [MOUNT]\n"
-      "\n"
-      "Lists and controls the RAM disks of a ramdiskfs mount through its control\n"
-      "files (MOUNT/.control/, see docs/control.md).\n"
-      "\n"
-      "MOUNT is the ramdiskfs mount point. Without it, $RAMDISKFS_MOUNT is used, else\n"
-      "the only ramdiskfs mount in /proc/self/mountinfo. A MOUNT that could be taken\n"
-      "for a NAME or value is recognised by a '/' or a leading '.' (write ./mnt).\n"
-      "SIZE, OFFSET, LENGTH: bytes, or with a K, M, G, T, P suffix (powers of 1024).\n"
-      "MODE: dax, direct, cached or null.\n"
-      "\n"
-      "Options:\n"
-      " -J, --json             print JSON (list, stats)\n"
-      " -n, --noheadings       no header line in the table\n"
-      " -o, --output COLS      table columns, comma-separated: NAME,SIZE,USED,MODE,RO,OPENS\n"
-      "                        (the default) or any stats key (READS, WRITE-BYTES, ...)\n"
-      " -b, --bytes            sizes in bytes instead of human form\n"
-      "     --mode MODE        data mode of a new disk (create)\n"
-      "     --readonly         make the new disk read-only (create)\n"
-      " -h, --help             print this help\n"
-      " -V, --version          print the version\n"
-      "\n"
-      "Exit status: 0 success, 1 the operation failed, 2 bad usage.\n");
+// `ramdiskctl __complete CWORD WORD0 WORD1 ...` (WORD0 is the program).
+int RunCompletion(int argc, char** argv) {
+  size_t cword = 0;
+  if (argc < 4 || !absl::SimpleAtoi(argv[2], &cword) || cword < 1) return kExitFailure;
+  std::vector<std::string> words(argv + 4, argv + argc);  // without WORD0
+  const size_t index = cword - 1;
+  const std::string current = index < words.size() ? words[index] : "";
+  words.resize(std::min(index, words.size()));
+  // The "=" bash splits off "--output=" is no value: complete what follows it.
+  const std::string word = current == "=" ? "" : current;
+  if (current == "=") words.push_back("=");
+  for (const std::string& candidate : Complete(words, word)) std::printf("%s\n", candidate.c_str());
+  return 0;
 }
 
-absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
-  Args args;
-  std::vector<std::string> words;
-  bool options_done = false;
-  for (int i = 1; i < argc; ++i) {
-    const absl::string_view arg = argv[i];
-    // "-1" is a (bad) number for the parsers to reject, not an option.
-    if (options_done || arg.empty() || arg[0] != '-' || arg == "-" || absl::ascii_isdigit(arg[1])) {
-      words.emplace_back(arg);
-      continue;
-    }
-    // "--opt=value" and "--opt value" both work for options with a value.
-    absl::string_view name = arg;
-    std::optional<std::string> inline_value;
-    if (absl::StartsWith(arg, "--")) {
-      if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
-        name = arg.substr(0, eq);
-        inline_value = std::string(arg.substr(eq + 1));
-      }
-    }
-    auto value = [&]() -> absl::StatusOr<std::string> {
-      if (inline_value) return *inline_value;
-      if (i + 1 >= argc) return UsageError(absl::StrCat("option ", name, " needs a value"));
-      return std::string(argv[++i]);
-    };
-    auto no_value = [&]() -> absl::Status {
-      if (inline_value) return UsageError(absl::StrCat("option ", name, " takes no value"));
-      return absl::OkStatus();
-    };
-    if (name == "--") {
-      options_done = true;
-    } else if (name == "-h" || name == "--help") {
-      args.help = true;
-    } else if (name == "-V" || name == "--version") {
-      args.version = true;
-    } else if (name == "-J" || name == "--json") {
-      if (auto s = no_value(); !s.ok()) return s;
-      args.json = true;
-    } else if (name == "-n" || name == "--noheadings") {
-      if (auto s = no_value(); !s.ok()) return s;
-      args.headings = false;
-    } else if (name == "-b" || name == "--bytes") {
-      if (auto s = no_value(); !s.ok()) return s;
-      args.bytes = true;
-    } else if (name == "--readonly") {
-      if (auto s = no_value(); !s.ok()) return s;
-      args.readonly = true;
-    } else if (name == "-o" || name == "--output") {
-      auto v = value();
-      if (!v.ok()) return v.status();
-      args.output = *v;
-    } else if (name == "--mode") {
-      auto v = value();
-      if (!v.ok()) return v.status();
-      args.mode = *v;
-    } else {
-      return UsageError(absl::StrCat("unknown option '", arg, "' (see --help)"));
-    }
-  }
-  if (!words.empty()) {
-    if (std::find(std::begin(kCommands), std::end(kCommands), words[0]) != std::end(kCommands)) {
-      args.command = words[0];
-      words.erase(words.begin());
-    } else if (words.size() > 1 || (!LooksLikePath(words[0]) && !IsDirectory(words[0]))) {
-      // `ramdiskctl MOUNT` lists; anything else is a misspelt command.
-      return UsageError(absl::StrCat("unknown command '", words[0], "' (see --help)"));
-    }
-  }
-  args.positionals = std::move(words);
-  if ((args.mode || args.readonly) && args.command != "create") {
-    return UsageError(absl::StrCat(args.mode ? "--mode" : "--readonly",
-                                   " only applies to 'create' (use 'ramdiskctl ",
-                                   args.mode ? "mode" : "readonly", " NAME ...')"));
-  }
-  if (args.json && args.command != "list" && args.command != "stats") {
-    return UsageError(absl::StrCat("--json does not apply to '", args.command, "'"));
-  }
-  return args;
-}
-
-// Splits a command's positionals into `required` values, up to `optional`
-// more, and an optional trailing MOUNT. When the count alone cannot tell
-// (an optional value or a MOUNT), `is_optional_value` decides for the last.
-struct Split {
-  std::vector<std::string> values;
-  std::optional<std::string> mount;
-};
-absl::StatusOr<Split> SplitPositionals(const Args& args, size_t required, size_t optional,
-                                       bool (*is_optional_value)(const std::string&)) {
-  const std::vector<std::string>& p = args.positionals;
-  const size_t most = required + optional;
-  if (p.size() > most + 1) {
-    return UsageError(absl::StrCat("too many arguments for '", args.command, "' (see --help)"));
-  }
-  if (p.size() < required) {
-    return UsageError(absl::StrCat("missing arguments for '", args.command, "' (see --help)"));
-  }
-  size_t values = p.size();
-  if (p.size() == most + 1) {
-    values = p.size() - 1;
-  } else if (p.size() > required) {
-    const std::string& last = p.back();
-    if (LooksLikePath(last) || (!is_optional_value(last) && IsDirectory(last))) values -= 1;
-  }
-  Split split;
-  split.values.assign(p.begin(), p.begin() + values);
-  if (values < p.size()) split.mount = p.back();
-  return split;
-}
-
-absl::Status CheckName(absl::string_view command, absl::string_view name) {
-  absl::Status status = ValidateDiskName(Std(name));
-  if (!status.ok()) return UsageFromParser(absl::StrCat(command, ": disk name"), status);
-  return absl::OkStatus();
-}
-
-std::string DiskControl(const std::string& mount, absl::string_view name, absl::string_view file) {
-  return absl::StrCat(mount, "/.control/", name, "/", file);
-}
-
-bool AnyValue(const std::string&) { return true; }
-bool IsModeValue(const std::string& text) { return ParseDataMode(text).ok(); }
-bool IsBoolValue(const std::string& text) { return text == "0" || text == "1"; }
-bool IsSizeValue(const std::string& text) { return ParseSize(text).ok(); }
-
-// ---- the commands --------------------------------------------------------------------------
-
-absl::Status CmdList(const Args& args) {
-  auto split = SplitPositionals(args, 0, 0, AnyValue);
-  if (!split.ok()) return split.status();
-  std::vector<Column> columns;
-  const std::string spec = args.output.value_or("NAME,SIZE,USED,MODE,RO,OPENS");
-  for (absl::string_view requested : absl::StrSplit(spec, ',')) {
-    std::optional<Column> column = ColumnFor(absl::StripAsciiWhitespace(requested));
-    if (!column) return UsageError(absl::StrCat("unknown column '", requested, "'"));
-    columns.push_back(*column);
-  }
-  auto mount = ResolveMount(split->mount);
-  if (!mount.ok()) return mount.status();
-  auto disks = ListDisks(*mount);
-  if (!disks.ok()) return disks.status();
-  // A column must name a stats key: one the contract lists, or one that this
-  // daemon reports (newer daemons may add keys).
-  for (const Column& column : columns) {
-    if (column.key == "name" || IsDocumentedStatsKey(column.key)) continue;
-    const bool reported = std::any_of(disks->begin(), disks->end(), [&](const DiskInfo& disk) {
-      return std::any_of(disk.stats.begin(), disk.stats.end(),
-                         [&](const auto& row) { return row.first == column.key; });
-    });
-    if (!reported) return UsageError(absl::StrCat("unknown column '", column.header, "'"));
-  }
-
-  if (!args.json) {
-    if (disks->empty())
-      return absl::OkStatus();  // like losetup --list and zramctl: no rows, no header
-    std::fputs(RenderTable(*disks, columns, args.headings, args.bytes).c_str(), stdout);
-    return absl::OkStatus();
-  }
-  auto global = ReadKeyValues(absl::StrCat(*mount, "/.control/stats"), "cannot read global stats");
-  if (!global.ok()) return global.status();
-  std::string out = "{";
-  bool first = true;
-  AppendJsonMember(out, first, "mount", DisplayMount(*mount), /*raw_string=*/true);
-  AppendJsonMember(out, first, "max_memory", Lookup(*global, "max_memory"));
-  AppendJsonMember(out, first, "memory_used", Lookup(*global, "memory_used"));
-  out += ", \"disks\": [";
-  for (size_t d = 0; d < disks->size(); ++d) {
-    const DiskInfo& disk = (*disks)[d];
-    out += d == 0 ? "\n  {" : ",\n  {";
-    bool first_member = true;
-    AppendJsonMember(out, first_member, "name", disk.name, /*raw_string=*/true);
-    AppendJsonMember(out, first_member, "size", Lookup(disk.stats, "size"));
-    AppendJsonMember(out, first_member, "used", Lookup(disk.stats, "allocated_bytes"));
-    AppendJsonMember(out, first_member, "mode", Lookup(disk.stats, "mode"), true);
-    AppendJsonMember(out, first_member, "readonly", Lookup(disk.stats, "readonly"));
-    AppendJsonMember(out, first_member, "opens", Lookup(disk.stats, "opens"));
-    for (const auto& [key, value] : disk.stats) {
-      if (key == "name" || key == "size" || key == "used" || key == "mode" || key == "readonly" ||
-          key == "opens") {
-        continue;
-      }
-      AppendJsonMember(out, first_member, key, value);
-    }
-    out += "}";
-  }
-  out += disks->empty() ? "]}\n" : "\n]}\n";
-  std::fputs(out.c_str(), stdout);
-  return absl::OkStatus();
-}
-
-absl::Status CmdCreate(const Args& args) {
-  auto split = SplitPositionals(args, 2, 0, AnyValue);
-  if (!split.ok()) return split.status();
-  const std::string& name = split->values[0];
-  if (auto s = CheckName("create", name); !s.ok()) return s;
-  auto size = ParseDiskSize(split->values[1]);
-  if (!size.ok()) return UsageFromParser("create", size.status());
-  std::string command = absl::StrCat(name, " ", *size);
-  if (args.mode) {
-    auto mode = ParseDataMode(*args.mode);
-    if (!mode.ok()) return UsageFromParser("create: --mode", mode.status());
-    absl::StrAppend(&command, " mode=", Absl(DataModeName(*mode)));
-  }
-  if (args.readonly) absl::StrAppend(&command, " readonly=1");
-  command.push_back('\n');
-  auto mount = ResolveMount(split->mount);
-  if (!mount.ok()) return mount.status();
-  return WriteFile(absl::StrCat(*mount, "/.control/new"), command,
-                   absl::StrCat("cannot create disk '", name, "'"));
-}
-
-absl::Status CmdDelete(const Args& args) {
-  auto split = SplitPositionals(args, 1, 0, AnyValue);
-  if (!split.ok()) return split.status();
-  const std::string& name = split->values[0];
-  if (auto s = CheckName("delete", name); !s.ok()) return s;
-  auto mount = ResolveMount(split->mount);
-  if (!mount.ok()) return mount.status();
-  return WriteFile(absl::StrCat(*mount, "/.control/delete"), absl::StrCat(name, "\n"),
-                   absl::StrCat("cannot delete disk '", name, "'"));
-}
-
-absl::Status CmdResize(const Args& args) {
-  auto split = SplitPositionals(args, 2, 0, AnyValue);
-  if (!split.ok()) return split.status();
-  const std::string& name = split->values[0];
-  if (auto s = CheckName("resize", name); !s.ok()) return s;
-  auto size = ParseDiskSize(split->values[1]);
-  if (!size.ok()) return UsageFromParser("resize", size.status());
-  auto mount = ResolveMount(split->mount);
-  if (!mount.ok()) return mount.status();
-  return WriteFile(DiskControl(*mount, name, "size"), absl::StrCat(*size, "\n"),
-                   absl::StrCat("cannot resize disk '", name, "' to ", *size, " bytes"));
-}
-
-absl::Status CmdFlush(const Args& args) {
-  auto split = SplitPositionals(args, 1, 0, AnyValue);
-  if (!split.ok()) return split.status();
-  const std::string& name = split->values[0];
-  if (auto s = CheckName("flush", name); !s.ok()) return s;
-  auto mount = ResolveMount(split->mount);
-  if (!mount.ok()) return mount.status();
-  return WriteFile(DiskControl(*mount, name, "flush"), "1\n",
-                   absl::StrCat("cannot flush disk '", name, "'"));
-}
-
-absl::Status CmdDiscard(const Args& args) {
-  auto split = SplitPositionals(args, 3, 0, AnyValue);
-  if (!split.ok()) return split.status();
-  const std::string& name = split->values[0];
-  if (auto s = CheckName("discard", name); !s.ok()) return s;
-  auto range = ParseDiscardCommand(absl::StrCat(split->values[1], " ", split->values[2]));
-  if (!range.ok()) return UsageFromParser("", range.status());
-  auto mount = ResolveMount(split->mount);
-  if (!mount.ok()) return mount.status();
-  return WriteFile(DiskControl(*mount, name, "discard"),
-                   absl::StrCat(range->offset, " ", range->length, "\n"),
-                   absl::StrCat("cannot discard ", range->length, " bytes at ", range->offset,
-                                " of disk '", name, "'"));
-}
-
-// `mode NAME [MODE]` and `readonly NAME [0|1]`: print the value, or set it.
-absl::Status CmdValue(const Args& args, absl::string_view file,
-                      bool (*is_value)(const std::string&)) {
-  auto split = SplitPositionals(args, 1, 1, is_value);
-  if (!split.ok()) return split.status();
-  const std::string& name = split->values[0];
-  if (auto s = CheckName(args.command, name); !s.ok()) return s;
-  std::string text;
-  if (split->values.size() == 2) {
-    const std::string& value = split->values[1];
-    if (file == "mode") {
-      auto mode = ParseModeValue(value);
-      if (!mode.ok()) return UsageFromParser("", mode.status());
-      text = absl::StrCat(Absl(DataModeName(*mode)), "\n");
-    } else {
-      auto readonly = ParseBoolValue(value);
-      if (!readonly.ok()) return UsageFromParser("", readonly.status());
-      text = *readonly ? "1\n" : "0\n";
-    }
-  }
-  auto mount = ResolveMount(split->mount);
-  if (!mount.ok()) return mount.status();
-  const std::string path = DiskControl(*mount, name, file);
-  if (text.empty()) {
-    auto value = ReadValue(path, absl::StrCat("cannot read ", file, " of disk '", name, "'"));
-    if (!value.ok()) return value.status();
-    std::printf("%s\n", value->c_str());
-    return absl::OkStatus();
-  }
-  return WriteFile(path, text,
-                   absl::StrCat("cannot set ", file, " of disk '", name, "' to ",
-                                absl::StripTrailingAsciiWhitespace(text)));
-}
-
-absl::Status CmdStats(const Args& args) {
-  auto split = SplitPositionals(args, 0, 1, AnyValue);
-  if (!split.ok()) return split.status();
-  std::optional<std::string> name;
-  if (!split->values.empty()) {
-    name = split->values[0];
-    if (auto s = CheckName("stats", *name); !s.ok()) return s;
-  }
-  auto mount = ResolveMount(split->mount);
-  if (!mount.ok()) return mount.status();
-  const std::string path =
-      name ? DiskControl(*mount, *name, "stats") : absl::StrCat(*mount, "/.control/stats");
-  const std::string what =
-      name ? absl::StrCat("cannot read stats of disk '", *name, "'") : "cannot read global stats";
-  auto rows = ReadKeyValues(path, what);
-  if (!rows.ok()) return rows.status();
-  std::string out;
-  if (args.json) {
-    out = "{";
-    bool first = true;
-    if (name) {
-      AppendJsonMember(out, first, "name", *name, /*raw_string=*/true);
-    } else {
-      AppendJsonMember(out, first, "mount", DisplayMount(*mount), /*raw_string=*/true);
-    }
-    for (const auto& [key, value] : *rows) {
-      if (key == "name" || key == "mount") continue;
-      AppendJsonMember(out, first, key, value);
-    }
-    out += "}\n";
-  } else {
-    out = RenderKeyValues(*rows);
-  }
-  std::fputs(out.c_str(), stdout);
-  return absl::OkStatus();
-}
-
-absl::Status CmdMaxMemory(const Args& args) {
-  auto split = SplitPositionals(args, 0, 1, IsSizeValue);
-  if (!split.ok()) return split.status();
-  std::optional<uint64_t> bytes;
-  if (!split->values.empty()) {
-    auto parsed = ParseMemorySizeValue(split->values[0]);
-    if (!parsed.ok()) return UsageFromParser("", parsed.status());
-    bytes = *parsed;
-  }
-  auto mount = ResolveMount(split->mount);
-  if (!mount.ok()) return mount.status();
-  const std::string path = absl::StrCat(*mount, "/.control/max_memory");
-  if (!bytes) {
-    auto value = ReadValue(path, "cannot read max_memory");
-    if (!value.ok()) return value.status();
-    std::printf("%s\n", value->c_str());
-    return absl::OkStatus();
-  }
-  return WriteFile(path, absl::StrCat(*bytes, "\n"),
-                   absl::StrCat("cannot set max_memory to ", *bytes, " bytes"));
-}
+// ---- main -------------------------------------------------------------------------------
 
 int Main(int argc, char** argv) {
-  auto args = ParseArgs(argc, argv);
-  if (!args.ok()) return Report(args.status());
-  if (args->help) {
+  if (argc >= 2 && std::strcmp(argv[1], "__complete") == 0) return RunCompletion(argc, argv);
+  auto request = ParseCommandLine(argc, argv);
+  if (!request.ok()) return Report(request.status());
+  if (request->options.given & kOptHelp) {
     std::fputs(UsageText().c_str(), stdout);
     return 0;
   }
-  if (args->version) {
-    std::printf("ramdiskctl (ramdiskfs) %s\n", RAMDISKFS_VERSION);
+  if (request->options.given & kOptVersion) {
+    std::printf("%s (ramdiskfs) %s\n", kProgram, RAMDISKFS_VERSION);
     return 0;
   }
-  absl::Status status;
-  const std::string& command = args->command;
-  if (command == "list") {
-    status = CmdList(*args);
-  } else if (command == "create") {
-    status = CmdCreate(*args);
-  } else if (command == "delete") {
-    status = CmdDelete(*args);
-  } else if (command == "resize") {
-    status = CmdResize(*args);
-  } else if (command == "flush") {
-    status = CmdFlush(*args);
-  } else if (command == "discard") {
-    status = CmdDiscard(*args);
-  } else if (command == "mode") {
-    status = CmdValue(*args, "mode", IsModeValue);
-  } else if (command == "readonly") {
-    status = CmdValue(*args, "readonly", IsBoolValue);
-  } else if (command == "stats") {
-    status = CmdStats(*args);
-  } else if (command == "max-memory") {
-    status = CmdMaxMemory(*args);
-  }
-  if (!status.ok()) return Report(status);
-  if (std::fflush(stdout) != 0) return Report(OpError("write to stdout", errno));
+  if (absl::Status status = request->command->run(*request); !status.ok()) return Report(status);
+  if (std::fflush(stdout) != 0) return Report(Error("write to stdout", errno));
   return 0;
 }
 

@@ -240,6 +240,7 @@ void OpenDisk(Filesystem& fs, fuse_req_t req, std::shared_ptr<Disk> disk, fuse_f
 
 void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
               fuse_file_info* fi) {
+  FsOf(req)->passthrough().WaitUntilInitialized();  // the open reply depends on the probe
   absl::StatusOr<Node> node = CreateDiskFile(req, "create", parent, name, mode);
   if (!node.ok()) return ReplyError(req, node.status());
   Filesystem& fs = *FsOf(req);
@@ -250,6 +251,7 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 
 void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Filesystem& fs = *FsOf(req);
+  fs.passthrough().WaitUntilInitialized();  // open flags and stats depend on the probe
   Node node = Resolve(fs.table(), ino);
   if (node.kind == NodeKind::kInvalid) return (void)fuse_reply_err(req, ENOENT);
   if (IsDirectory(node.kind)) return (void)fuse_reply_err(req, EISDIR);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <string>
 
@@ -91,8 +92,12 @@ bool Passthrough::AfterInit(int device_fd) {
     }
   }
   connection_.passthrough = reason.empty();
-  connection_.initialized = true;
   table_->SetDaxFallback(reason);
+  {
+    std::lock_guard lock(init_mu_);
+    connection_.initialized = true;
+  }
+  init_cv_.notify_all();
   if (reason.empty()) {
     Log("passthrough available: dax mode is on");
     return true;
@@ -104,6 +109,13 @@ bool Passthrough::AfterInit(int device_fd) {
   }
   Log("dax mode unavailable (", reason, "): disks in dax mode fall back to direct");
   return true;
+}
+
+void Passthrough::WaitUntilInitialized() {
+  if (connection_.initialized.load(std::memory_order_acquire)) return;
+  std::unique_lock lock(init_mu_);
+  init_cv_.wait_for(lock, std::chrono::seconds(5),
+                    [this] { return connection_.initialized.load(); });
 }
 
 DiskOpenReply Passthrough::OpenFlags(Disk& disk, int access) {

@@ -20,6 +20,7 @@
 #include <fuse_lowlevel.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 
@@ -67,6 +68,13 @@ class Passthrough {
   bool AfterInit(int device_fd);
   // Set by AfterInit when dax was required and is unavailable.
   bool fatal() const { return fatal_.load(); }
+  // The kernel wakes requests waiting for INIT as soon as it has read our
+  // INIT reply, before AfterInit has probed passthrough: an OPEN served in
+  // that window would be answered with the fallback modes and a stats read
+  // would say "not_connected". Handlers whose reply depends on the probe
+  // call this first; it returns at once after AfterInit (one atomic load),
+  // and waits at most 5 s should AfterInit never run (the INIT reply failed).
+  void WaitUntilInitialized();
 
   // The flags and backing id of an open of `disk` with `access` (O_RDONLY,
   // O_WRONLY or O_RDWR) in its current mode; registers the backing id on the
@@ -97,6 +105,8 @@ class Passthrough {
   int device_fd_ = -1;
   ConnectionState connection_;
   std::atomic<bool> fatal_{false};
+  std::mutex init_mu_;  // with init_cv_: AfterInit is done (leaf)
+  std::condition_variable init_cv_;
   // One mutex for every disk (registrations are rare: once per disk). Held
   // across the BACKING_OPEN ioctl and while Disk::mu_ is taken inside
   // Disk::backing_id()/set_backing_id(): order register_mu_ -> Disk::mu_.

@@ -1,4 +1,5 @@
-"""Fixtures that mount the real ramdiskfs binary and always clean up.
+"""Fixtures that mount the real ramdiskfs binary and always clean up (fixtures only: the
+helpers they use, and that tests use, live in support/; see README.md).
 
 Every test that mounts gets a fresh temporary mount point. Whatever a test
 leaves behind (loop devices attached to disk files, filesystems mounted from
@@ -6,238 +7,57 @@ those loop devices, the daemon itself) is torn down in the fixture's finalizer,
 in the reverse order it was made, even when the test fails. Only processes
 this code started are signalled, by pid.
 
-Environment:
-  RAMDISKFS_BIN   path to the ramdiskfs binary (default: build/ramdiskfs)
-  RAMDISKCTL_BIN  path to ramdiskctl (default: next to RAMDISKFS_BIN)
-  CI=true         a missing /dev/fuse or loop device fails instead of skipping
+Environment: RAMDISKFS_BIN, RAMDISKCTL_BIN (support/mounts.py); CI=true makes a
+missing /dev/fuse or loop device fail instead of skipping (support/require.py).
 """
-
-import contextlib
-import os
-import pathlib
-import signal
-import subprocess
-import time
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(os.environ.get("RAMDISKFS_BIN", ROOT / "build" / "ramdiskfs"))
-CTL = pathlib.Path(os.environ.get("RAMDISKCTL_BIN", BIN.parent / "ramdiskctl"))
-IN_CI = os.environ.get("CI", "").lower() == "true"
-PAGE = 4096
-
-
-def _require(condition, what):
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true and {what} is missing: integration tests cannot run")
-    pytest.skip(f"{what} is missing")
-
-
-def require_fuse():
-    _require(os.path.exists("/dev/fuse"), "/dev/fuse")
-    _require(os.geteuid() == 0, "root")
-    _require(BIN.exists(), f"the ramdiskfs binary ({BIN})")
-
-
-def require_ctl():
-    _require(CTL.exists(), f"ramdiskctl ({CTL})")
-
-
-def stop_process(proc, timeout=20):
-    """SIGTERM to a process this code started, wait; SIGKILL after `timeout` s.
-    Returns its exit status. Idempotent."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
-def require_loop():
-    require_fuse()
-    _require(os.path.exists("/dev/loop-control"), "/dev/loop-control")
-
-
-def run(*args, check=True, input=None, timeout=120, **kw):
-    """Runs a command; returns CompletedProcess with text stdout/stderr."""
-    return subprocess.run([str(a) for a in args], check=check, input=input,
-                          capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def is_mounted(path):
-    path = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == path for line in f)
-
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Mount:
-    """A running ramdiskfs daemon and its mount point."""
-
-    def __init__(self, path, proc, log_path):
-        self.path = pathlib.Path(path)
-        self.proc = proc
-        self.log_path = log_path
-        self.control = self.path / ".control"
-
-    def disk(self, name):
-        return self.path / name
-
-    def ctl(self, *parts):
-        return self.control.joinpath(*parts)
-
-    def read_control(self, *parts):
-        return self.ctl(*parts).read_text()
-
-    def write_control(self, *parts, text):
-        """Writes `text` in one write(); raises OSError with the daemon's errno."""
-        fd = os.open(self.ctl(*parts), os.O_WRONLY)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-
-    def stats(self, name=None):
-        text = self.read_control(name, "stats") if name else self.read_control("stats")
-        out = {}
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            out[key] = int(value) if value.lstrip("-").isdigit() else value
-        return out
-
-    def log(self):
-        try:
-            return pathlib.Path(self.log_path).read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self, timeout=20):
-        """SIGTERM, wait; returns the exit status. Idempotent."""
-        return stop_process(self.proc, timeout)
-
-
-def _loops_backed_by(prefix):
-    """Loop devices whose backing file lies under `prefix`."""
-    out = run("losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE", check=False)
-    loops = []
-    for line in out.stdout.splitlines():
-        parts = line.split(None, 1)
-        if len(parts) == 2 and parts[1].startswith(str(prefix)):
-            loops.append(parts[0])
-    return loops
-
-
-def _mounts_of(devices):
-    result = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            source = fields[fields.index("-") + 2]
-            if any(source == d or source.startswith(d + "p") for d in devices):
-                result.append(fields[4])
-    return sorted(result, key=len, reverse=True)
-
-
-def teardown_mount(mnt):
-    """Unmounts filesystems on loop devices over `mnt`, detaches them, stops the daemon."""
-    loops = _loops_backed_by(mnt.path)
-    for target in _mounts_of(loops):
-        run("umount", target, check=False)
-        if is_mounted(target):
-            run("umount", "-l", target, check=False)
-    for dev in loops:
-        run("losetup", "-d", dev, check=False)
-    status = mnt.stop()
-    if is_mounted(mnt.path):  # the daemon died or refused: do not leave a mount behind
-        run("umount", "-l", mnt.path, check=False)
-    return status
+from support.mounts import start_mount, teardown_mount
+from support.require import require_fuse
 
 
 @pytest.fixture
 def mount_factory(tmp_path):
-    """mount_factory(*args, wait_disks=None) -> Mount; everything is torn down afterwards."""
+    """mount_factory(*args, wait_disks=None) -> Mount of `ramdiskfs MNT -f ARGS...`,
+    mounted, with the disks in `wait_disks` present; every mount is torn down afterwards."""
     require_fuse()
     made = []
+    count = 0
 
-    def make(*args, wait_disks=None, expect_fail=False):
-        path = tmp_path / f"mnt{len(made)}"
+    def make(*args, wait_disks=None):
+        nonlocal count
+        path = tmp_path / f"mnt{count}"
+        log_path = tmp_path / f"ramdiskfs{count}.log"
+        count += 1
         path.mkdir()
-        log_path = tmp_path / f"ramdiskfs{len(made)}.log"
-        log = open(log_path, "w")
-        proc = subprocess.Popen([str(BIN), str(path), "-f", *map(str, args)],
-                                stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        mnt = Mount(path, proc, log_path)
-        if expect_fail:
-            proc.wait(timeout=20)
-            return mnt
+        mnt = start_mount(path, log_path, *args, wait_disks=wait_disks or ())
         made.append(mnt)
-        try:
-            wait_for(lambda: proc.poll() is not None or is_mounted(path), 15, "mount")
-            if proc.poll() is not None:
-                raise RuntimeError(f"ramdiskfs exited {proc.returncode}:\n{mnt.log()}")
-            for name in wait_disks or []:
-                wait_for(lambda: (path / name).exists(), 10, f"disk {name}")
-        except Exception:
-            print(mnt.log())
-            raise
         return mnt
 
     yield make
+    reports = []
     for mnt in reversed(made):
         teardown_mount(mnt)
+        # A sanitizer build of the daemon (scripts/test.sh runs the suites against one)
+        # reports memory errors and leaks in its log, often only at exit: make them fail
+        # the test that provoked them instead of scrolling by.
+        log = mnt.log()
+        for marker in SANITIZER_MARKERS:
+            if marker in log:
+                start = log.index(marker)
+                reports.append(f"{mnt.log_path}: {log[start:start + 3000]}")
+                break
+    if reports:
+        pytest.fail("the daemon's sanitizer reported:\n" + "\n".join(reports))
+
+
+# What ASan, LSan, UBSan and TSan print first when they find something.
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
 
 
 @pytest.fixture
 def mount(mount_factory):
     """One mount with a 64 MiB disk ram0 in the default mode."""
     return mount_factory("--disk", "ram0:64M", wait_disks=["ram0"])
-
-
-@contextlib.contextmanager
-def loop_device(path, *options):
-    """losetup --find --show PATH; always detached on exit."""
-    require_loop()
-    dev = run("losetup", "--find", "--show", *options, path).stdout.strip()
-    try:
-        yield dev
-    finally:
-        # The test may have detached it already, and on a shared machine the
-        # number may since belong to someone else: detach only our own.
-        back = run("losetup", "--list", "--noheadings", "--output", "BACK-FILE", dev,
-                   check=False).stdout.strip()
-        if back and os.path.realpath(back) == os.path.realpath(path):
-            for target in _mounts_of([dev]):
-                run("umount", target, check=False)
-            run("losetup", "-d", dev, check=False)
-
-
-@contextlib.contextmanager
-def mounted_fs(device, where, *options):
-    """mount DEVICE WHERE; always unmounted on exit."""
-    os.makedirs(where, exist_ok=True)
-    run("mount", *options, device, where)
-    try:
-        yield pathlib.Path(where)
-    finally:
-        run("umount", where, check=False)
-        if is_mounted(where):
-            run("umount", "-l", where, check=False)
-
-
-MODES = ["dax", "direct", "cached", "null"]
-DATA_MODES = ["dax", "direct", "cached"]

@@ -20,7 +20,7 @@ Stress duration: RAMDISKFS_STRESS_SECONDS (default 60) for dax, and
 RAMDISKFS_STRESS_SHORT_SECONDS (default min(15, RAMDISKFS_STRESS_SECONDS)) for
 direct and cached; see docs/losetup.md ("How the suite runs") for why.
 
-Every loop device is attached through conftest.loop_device (detached on exit,
+Every loop device is attached through support.blockdev.loop_device (detached on exit,
 even on failure); the autouse fixture below double-checks that nothing backed
 by this test's files is left attached or mounted.
 """
@@ -37,17 +37,16 @@ import time
 
 import pytest
 
-from conftest import (CTL, DATA_MODES, is_mounted, loop_device, mounted_fs, require_ctl,
-                      require_loop, run, wait_for)
-from blockdev_util import (MiB, abort_fuse, allocated, assert_fio_clean, blockdev_size,
-                           check_sums, direct_reader, drop_file_cache, fio_verify, flag,
-                           fsck_clean, fuse_connection_id, journal_bytes, journal_ranges,
-                           data_ranges, overlap_bytes, has_cap_sys_resource,
-                           explain_on_failure, fsck_repair, wait_device_free,
-                           loop_info, mkfs_ext4, populate,
-                           remaining_loops, sha256_file, wait_for_partitions, write_file)
-
-GiB = 1 << 30
+from support.blockdev import (abort_fuse, allocated, assert_fio_clean, blockdev_size, check_sums,
+                              direct_reader, explain_on_failure, fio_verify, flag, fsck_clean,
+                              fsck_repair, fuse_connection_id, journal_bytes, journal_ranges,
+                              loop_device, loop_info, mkfs_ext4, mounted_fs, populate,
+                              wait_device_free, wait_for_partitions)
+from support.io import create_file, data_ranges, drop_file_cache, overlap_bytes, sha256_file
+from support.mounts import (CTL, DATA_MODES, is_mounted, loops_backed_by, mounts_under, run,
+                            wait_for)
+from support.require import CAP_SYS_RESOURCE, has_cap, require_ctl, require_loop
+from support.units import GiB, MiB
 
 
 def stress_seconds(mode):
@@ -61,14 +60,9 @@ def stress_seconds(mode):
 def _nothing_left_behind(tmp_path):
     """After the test and its fixtures: no loop device or mount of ours remains."""
     yield
-    loops = remaining_loops(tmp_path)
-    mounts = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            target = line.split()[4]
-            if target.startswith(str(tmp_path)):
-                mounts.append(target)
-    for target in sorted(mounts, key=len, reverse=True):
+    loops = loops_backed_by(tmp_path)
+    mounts = mounts_under(tmp_path)
+    for target in mounts:
         run("umount", "-l", target, check=False)
     for dev in loops:
         run("losetup", "-d", dev, check=False)
@@ -87,8 +81,8 @@ def start(mount_factory, mode, size, *extra, name="ram0"):
 
 def ctl_used(mnt, name):
     """The USED figure `ramdiskctl list --json` prints for disk `name`."""
-    out = run(CTL, "list", mnt.path, "--json").stdout
-    (disk,) = [d for d in json.loads(out)["disks"] if d["name"] == name]
+    out = run(CTL, "list", name, mnt.path, "--json", "--output", "USED").stdout
+    (disk,) = json.loads(out)["ramdisks"]
     return disk["used"]
 
 
@@ -140,7 +134,7 @@ def test_ext4_roundtrip(mount_factory, tmp_path, mode, dio, sector):
         with mounted_fs(dev, fsdir) as fs:
             check_sums(fs, sums)
             more = os.urandom(8 * MiB)
-            write_file(fs / "after-remount.bin", more)
+            create_file(fs / "after-remount.bin", more)
         fsck_clean(dev)
         device_sum = sha256_file(dev)
 
@@ -226,7 +220,7 @@ def test_discard_returns_memory(mount_factory, tmp_path, mode):
             empty, empty_j, empty_rest = split()
 
             for i in range(8):  # 200 MiB
-                write_file(fs / f"data{i}", os.urandom(25 * MiB))
+                create_file(fs / f"data{i}", os.urandom(25 * MiB))
             full = allocated(mnt, "ram0")
             assert full >= empty + 195 * MiB, (empty, full)
             # The three ways docs/losetup.md gives to watch it agree.
@@ -307,7 +301,7 @@ def test_online_grow(mount_factory, tmp_path, mode, how):
             run("losetup", "-c", dev)
             assert blockdev_size(dev) == new
             res = run("resize2fs", dev, check=False, timeout=300)
-            if res.returncode != 0 and not has_cap_sys_resource():
+            if res.returncode != 0 and not has_cap(CAP_SYS_RESOURCE):
                 # Online ext4 resize needs CAP_SYS_RESOURCE (ext4_resize_begin);
                 # a container's root may lack it. Resize offline instead.
                 print(f"online resize2fs refused without CAP_SYS_RESOURCE: {res.stderr.strip()}")
@@ -324,7 +318,7 @@ def test_online_grow(mount_factory, tmp_path, mode, how):
 
             # The new space is usable: this would not have fit before.
             extra = os.urandom(160 * MiB)
-            write_file(fs / "extra.bin", extra)
+            create_file(fs / "extra.bin", extra)
             sums["extra.bin"] = hashlib.sha256(extra).hexdigest()
             del extra
             with explain_on_failure(dev, fs):
@@ -374,7 +368,7 @@ def test_readonly_disk(mount_factory, tmp_path, mode):
             assert opts and opts[0].split(",")[0] == "ro", opts
             check_sums(fs, sums)
             with pytest.raises(OSError) as e:
-                write_file(fs / "new", b"x")
+                create_file(fs / "new", b"x")
             assert e.value.errno == errno.EROFS
     drop_file_cache(disk)
     assert sha256_file(disk) == image, "data of the read-only disk changed"
@@ -385,7 +379,7 @@ def test_readonly_disk(mount_factory, tmp_path, mode):
         assert not flag(loop_info(dev)["ro"])
         with mounted_fs(dev, tmp_path / "fs") as fs:
             check_sums(fs, sums)
-            write_file(fs / "new", b"writable again")
+            create_file(fs / "new", b"writable again")
         fsck_clean(dev)
 
 
@@ -449,7 +443,7 @@ def test_cap_reached_under_ext4(mount_factory, tmp_path, mode):
         with mounted_fs(dev, fsdir) as fs:
             for i in range(4):
                 data = os.urandom(8 * MiB)
-                write_file(fs / f"early{i}", data)
+                create_file(fs / f"early{i}", data)
                 early[f"early{i}"] = hashlib.sha256(data).hexdigest()
             os.sync()
             used = mnt.stats()["memory_used"]
@@ -508,7 +502,7 @@ def test_cap_reached_under_ext4(mount_factory, tmp_path, mode):
                 os.unlink(fs / "fill")
             run("fstrim", fs)
             data = os.urandom(32 * MiB)
-            write_file(fs / "after", data)
+            create_file(fs / "after", data)
             assert sha256_file(fs / "after") == hashlib.sha256(data).hexdigest()
         fsck_clean(dev)
     assert mnt.proc.poll() is None
@@ -539,7 +533,7 @@ def test_sixteen_disks(mount_factory, tmp_path, mode):
                    for i, dev in enumerate(devs)]
             for i, fs in enumerate(fss):
                 data = os.urandom(2 * MiB + i * 4096)
-                write_file(fs / "data", data)
+                create_file(fs / "data", data)
                 sums[i] = {"data": hashlib.sha256(data).hexdigest()}
         for dev in devs:
             fsck_clean(dev)
@@ -592,7 +586,7 @@ def test_teardown_refused_while_attached(mount_factory, tmp_path, mode):
 
                 # Still serving: the filesystem on the loop device keeps working.
                 data = os.urandom(4 * MiB)
-                write_file(fs / "after-sigterm", data)
+                create_file(fs / "after-sigterm", data)
                 sums["after-sigterm"] = hashlib.sha256(data).hexdigest()
                 run("sync", timeout=60)
             fsck_clean(dev)

@@ -7,8 +7,11 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, PAGE, is_mounted, require_fuse, run, stop_process, wait_for
-from helpers import KiB, MiB, pattern, read_file, run_expect_exit
+from support.io import pattern, read_file
+from support.mounts import (BIN, daemon_pids_for, is_mounted, run, run_expect_exit, stop_process,
+                            wait_for)
+from support.require import require_fuse
+from support.units import KiB, MiB, PAGE
 
 
 def disk_names(mnt):
@@ -85,7 +88,7 @@ def test_dash_o_forms(mount_factory):
 
 def test_dash_o_disk_and_fuse_options_together(mount_factory, tmp_path):
     img = tmp_path / "img"
-    img.write_bytes(pattern(5, 4096))
+    img.write_bytes(pattern(4096, seed=5))
     mnt = mount_factory("-o", f"disk=one:4M:mode=cached,disk=two::image={img},"
                         "fsname=myramdisk,rw,dev,suid", wait_disks=["one", "two"])
     assert mnt.stats("one")["mode"] == "cached"
@@ -116,27 +119,6 @@ def test_source_argument_is_ignored(tmp_path):
     assert proc.returncode == 0
 
 
-def _daemon_pids_for(mountpoint):
-    """Pids of ramdiskfs processes whose command line names `mountpoint`."""
-    pids = []
-    real = os.path.realpath(BIN)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.path.realpath(f"/proc/{entry}/exe") != real:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and str(mountpoint).encode() in args:
-            pids.append(int(entry))
-    return pids
-
-
 def test_mount_helper_and_fstab_form(tmp_path):
     """mount(8) through mount.fuse3, as an fstab line would do it; the daemon goes to the
     background, the fstype is fuse.ramdiskfs, and umount stops it. mount(8) resets PATH, so
@@ -155,17 +137,17 @@ def test_mount_helper_and_fstab_form(tmp_path):
         with open("/proc/self/mountinfo") as f:
             fields = next(l for l in f if l.split()[4] == str(mnt)).split()
         assert fields[fields.index("-") + 1] == "fuse.ramdiskfs"
-        assert _daemon_pids_for(mnt), "no ramdiskfs process found for the mount"
+        assert daemon_pids_for(mnt), "no ramdiskfs process found for the mount"
         assert sorted(p for p in os.listdir(mnt) if not p.startswith(".")) == ["ram0", "ram1"]
         assert os.stat(mnt / "ram1").st_size == 8 * MiB
         with open(mnt / ".control" / "stats") as f:
             assert "max_memory 67108864\n" in f.read()
         run("umount", mnt)
-        wait_for(lambda: not _daemon_pids_for(mnt), 20, "the background daemon to exit")
+        wait_for(lambda: not daemon_pids_for(mnt), 20, "the background daemon to exit")
     finally:
         if is_mounted(mnt):
             run("fusermount3", "-u", mnt, check=False)
-        for pid in _daemon_pids_for(mnt):
+        for pid in daemon_pids_for(mnt):
             os.kill(pid, signal.SIGTERM)  # the daemon this test started, by pid
         if is_mounted(mnt):
             run("umount", "-l", mnt, check=False)
@@ -179,7 +161,7 @@ def sparse_image(tmp_path):
     """A sparse image: 4 KiB of data at 0, 8 KiB at 1 MiB, 1000 bytes at 3 MiB; total size
     3 MiB + 1000 bytes (not a multiple of 512)."""
     img = tmp_path / "disk.img"
-    chunks = {0: pattern(1, 4096), MiB: pattern(2, 8192), 3 * MiB: pattern(3, 1000)}
+    chunks = {0: pattern(4096, seed=1), MiB: pattern(8192, seed=2), 3 * MiB: pattern(1000, seed=3)}
     fd = os.open(img, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for off, data in chunks.items():
@@ -219,7 +201,7 @@ BAD_ARGS = [
     # (arguments, a word the error line must contain)
     (["--disk", "ram0:12Q"], "12Q"),
     (["--disk", "ram0:-5M"], "-5M"),
-    (["--disk", "ram0:1.5G"], "1.5G"),
+    (["--disk", "ram0:1.5"], "1.5"),  # a fraction needs a unit
     (["--disk", "ram0:99999999999999999999"], "99999999999999999999"),
     (["--disk", "ram0:16777216T"], "16777216T"),
     (["--disk", "ram0"], "ram0"),

@@ -18,15 +18,16 @@ import struct
 
 import pytest
 
-from conftest import DATA_MODES, MODES, PAGE, loop_device, run
-from ctl_helpers import (BLKBSZGET, BLKDISCARD, BLKFLSBUF, BLKGETSIZE, BLKGETSIZE64, BLKPBSZGET,
-                         BLKROGET, BLKROSET, BLKSSZGET, BLKZEROOUT, DISK_FILES, DISK_STATS_KEYS,
-                         GLOBAL_FILES, GLOBAL_STATS_KEYS, IO_COUNTERS, as_nobody,
-                         assert_rejected, assert_unchanged, disk_names, errname, ioctl,
-                         ioctl_fd, mem_total_bytes, close_disk, settle, pattern, pread_disk, pwrite_disk,
-                         read_errno, snapshot, write_errno)
+from support.blockdev import loop_device
+from support.ctl import (BLKBSZGET, BLKDISCARD, BLKFLSBUF, BLKGETSIZE, BLKGETSIZE64, BLKPBSZGET,
+                         BLKROGET, BLKROSET, BLKSSZGET, BLKZEROOUT, DISK_FILES, GLOBAL_FILES,
+                         IO_COUNTERS, as_nobody, assert_rejected, assert_unchanged, close_disk,
+                         disk_names, documented_stats_keys, errname, ioctl, ioctl_fd, pread_disk,
+                         pwrite_disk, read_errno, settle, snapshot, stats_keys, write_errno)
+from support.io import mem_total_bytes, pattern
+from support.mounts import DATA_MODES, MODES, run
+from support.units import MiB, PAGE
 
-MiB = 1 << 20
 KEY_VALUE_LINE = r"^[a-z][a-z0-9_]* \S+$"
 
 
@@ -38,15 +39,20 @@ def disk_mount(mount_factory, mode, size="64M", *extra):
     return mount_factory("--disk", f"ram0:{size}:mode={mode}", *extra, wait_disks=["ram0"])
 
 
-def assert_key_values(text, keys):
+def assert_key_values(text, scope):
+    """A stats file's text: 'key value' lines, no key twice, and exactly the keys that
+    docs/control.md documents for `scope` ("global" or "disk")."""
     assert text.endswith("\n"), repr(text)
     lines = text.splitlines()
     for line in lines:
         assert re.match(KEY_VALUE_LINE, line), f"not a 'key value' line: {line!r}"
-    present = [line.split(" ", 1)[0] for line in lines]
-    assert len(present) == len(set(present)), f"repeated keys in {text!r}"
+    present = stats_keys(text)
+    assert len(present) == len(lines), f"repeated keys in {text!r}"
+    keys = documented_stats_keys(scope)
     missing = [k for k in keys if k not in present]
     assert not missing, f"missing keys {missing} in:\n{text}"
+    undocumented = [k for k in present if k not in keys]
+    assert not undocumented, f"keys {undocumented} are not documented in docs/control.md"
 
 
 # ---- 1. the tree ------------------------------------------------------------------------
@@ -102,8 +108,8 @@ def test_values_are_one_newline_ended_line(mount_factory):
     assert mnt.read_control("ram0", "mode") == "direct\n"
     max_memory = mnt.read_control("max_memory")
     assert max_memory.endswith("\n") and max_memory[:-1].isdigit(), repr(max_memory)
-    assert_key_values(mnt.read_control("ram0", "stats"), DISK_STATS_KEYS)
-    assert_key_values(mnt.read_control("stats"), GLOBAL_STATS_KEYS)
+    assert_key_values(mnt.read_control("ram0", "stats"), "disk")
+    assert_key_values(mnt.read_control("stats"), "global")
     # cat shows the same as a read.
     assert run("cat", mnt.ctl("ram0", "size")).stdout == f"{64 * MiB}\n"
 
@@ -304,7 +310,7 @@ def test_global_stats(mount_factory):
     for i, name in enumerate(["ram0", "ram1", "ram2"]):
         pwrite_disk(mnt.disk(name), pattern((i + 1) * PAGE))
     g = mnt.stats()
-    assert_key_values(mnt.read_control("stats"), GLOBAL_STATS_KEYS)
+    assert_key_values(mnt.read_control("stats"), "global")
     assert g["disks"] == 3
     assert g["memory_used"] == sum(mnt.stats(n)["allocated_bytes"] for n in ["ram0", "ram1", "ram2"])
     assert g["memory_used"] == 6 * PAGE
@@ -605,7 +611,7 @@ def test_disk_stats_counters(mount_factory, mode):
     mnt = disk_mount(mount_factory, mode, "16M")
     path = mnt.disk("ram0")
     st = mnt.stats("ram0")
-    assert_key_values(mnt.read_control("ram0", "stats"), DISK_STATS_KEYS)
+    assert_key_values(mnt.read_control("ram0", "stats"), "disk")
     assert st["size"] == 16 * MiB and st["mode"] == mode and st["readonly"] == 0
     assert st["opens"] == 0
     assert all(st[k] == 0 for k in IO_COUNTERS + ["discards", "discard_bytes", "flushes"]), st
@@ -759,7 +765,7 @@ BAD_WRITES = [
     ("new", "x -4096\n", errno.EINVAL),
     ("new", f"x {OVERFLOW}\n", errno.EINVAL),
     ("new", "x 99999999999P\n", errno.EINVAL),
-    ("new", "x 1.5G\n", errno.EINVAL),
+    ("new", "x 1.5\n", errno.EINVAL),  # a fraction needs a unit
     ("new", "x 0x1000\n", errno.EINVAL),
     ("new", f"x {TOO_BIG_DISK}\n", errno.EINVAL),
     ("new", "x 8E\n", errno.EINVAL),
@@ -799,7 +805,7 @@ BAD_WRITES = [
     ("max_memory", "garbage\n", errno.EINVAL),
     ("max_memory", "-1\n", errno.EINVAL),
     ("max_memory", "0\n", errno.EINVAL),
-    ("max_memory", "1.5G\n", errno.EINVAL),
+    ("max_memory", "1.5\n", errno.EINVAL),
     ("max_memory", f"{OVERFLOW}\n", errno.EINVAL),
     ("max_memory", "18446744073709551615\n", errno.EINVAL),
     ("max_memory", "1P\n", errno.EINVAL),  # more than the machine's RAM
@@ -810,7 +816,7 @@ BAD_WRITES = [
     ("ram0/size", "\n", errno.EINVAL),
     ("ram0/size", "garbage\n", errno.EINVAL),
     ("ram0/size", "-1\n", errno.EINVAL),
-    ("ram0/size", "1.5M\n", errno.EINVAL),
+    ("ram0/size", "1,5M\n", errno.EINVAL),
     ("ram0/size", f"{OVERFLOW}\n", errno.EINVAL),
     ("ram0/size", f"{TOO_BIG_DISK}\n", errno.EINVAL),
     ("ram0/size", "9223372036854775807\n", errno.EINVAL),

@@ -18,10 +18,11 @@ import time
 
 import pytest
 
-from conftest import (BIN, CTL, DATA_MODES, MODES, PAGE, is_mounted, require_ctl, require_fuse,
-                      run, wait_for)
-from ctl_helpers import settle, write_errno
-from helpers import MiB, pattern, poll_until, run_expect_exit
+from support.ctl import settle, write_errno
+from support.mounts import (BIN, CTL, DATA_MODES, MODES, daemon_pids_for, is_mounted, run,
+                            run_expect_exit, wait_for)
+from support.require import require_ctl, require_fuse
+from support.units import MiB, PAGE
 
 IMAGE_BYTES = 20 * MiB
 DISK_BYTES = 16 * MiB
@@ -220,7 +221,7 @@ def _opener(path, seconds, errors):
         time.sleep(0.002)  # a window in which the disk is closed, so a delete can win
 
 
-@pytest.mark.parametrize("mode", DATA_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_delete_racing_open_leaks_nothing(mount_factory, mode):
     seconds = float(os.environ.get("RAMDISKFS_RACE_SECONDS", "20"))
     mnt = mount_factory("--mode", mode, "--disk", "ram0:1M", wait_disks=["ram0"])
@@ -255,7 +256,7 @@ def test_delete_racing_open_leaks_nothing(mount_factory, mode):
     def balanced():
         disks = sum(mnt.stats(n)["allocated_bytes"] for n in ("ram0",))
         return mnt.stats()["memory_used"] == disks
-    assert poll_until(balanced, 10, "memory_used to equal the disks' allocated bytes"), \
+    assert wait_for(balanced, 10, "memory_used to equal the disks' allocated bytes"), \
         mnt.stats()
     # And the cap can be lowered to what is really held.
     assert write_errno(mnt, "max_memory", text="4096\n") == 0
@@ -314,21 +315,6 @@ def _mounts_at(path):
         return [l for l in f if l.split()[4] == str(path)]
 
 
-def _pids_of_daemon_for(mountpoint):
-    real = os.path.realpath(BIN)
-    pids = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.path.realpath(f"/proc/{entry}/exe") != real:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if str(mountpoint).encode() in f.read().split(b"\0"):
-                    pids.append(int(entry))
-        except OSError:
-            continue
-    return pids
-
-
 def test_fstab_mount_a_twice_mounts_once(tmp_path):
     """The source is recorded, so mount -a sees the fstab line mounted (it stacked a second
     mount on every mount -a before). mount(8) resets PATH, so the binary is put where it
@@ -357,7 +343,7 @@ def test_fstab_mount_a_twice_mounts_once(tmp_path):
             run("umount", mnt, check=False)
             if _mounts_at(mnt):
                 run("umount", "-l", mnt, check=False)
-        wait_for(lambda: not _pids_of_daemon_for(mnt), 20, "the daemons to exit")
+        wait_for(lambda: not daemon_pids_for(mnt), 20, "the daemons to exit")
 
 
 def test_refuses_to_mount_over_a_live_ramdiskfs(mount_factory):

@@ -7,15 +7,17 @@ import signal
 
 import pytest
 
-from conftest import PAGE, is_mounted, loop_device, run, wait_for
-from helpers import MiB, odirect_pread, pattern, poll_until, read_file, wait_exit, write_file
+from support.blockdev import loop_device
+from support.io import odirect_pread, pattern, read_file, write_file
+from support.mounts import is_mounted, run, wait_exit, wait_for
+from support.units import MiB, PAGE
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "fusermount3 -u"])
 def test_clean_unmount(mount_factory, how):
     mnt = mount_factory("--disk", "ram0:8M", "--disk", "ram1:8M:mode=direct",
                         wait_disks=["ram0", "ram1"])
-    write_file(mnt.disk("ram0"), pattern(1, MiB))
+    write_file(mnt.disk("ram0"), pattern(MiB, seed=1))
     if how == "fusermount3 -u":
         run("fusermount3", "-u", mnt.path)
     else:
@@ -35,13 +37,13 @@ def _busy_line(mnt, start):
 def test_signal_while_loop_attached_is_deferred(mount_factory, mode, signame):
     mnt = mount_factory("--disk", f"ram0:16M:mode={mode}", wait_disks=["ram0"])
     disk = mnt.disk("ram0")
-    data = pattern(2, 2 * MiB)
+    data = pattern(2 * MiB, seed=2)
     write_file(disk, data, 4 * MiB)
     with loop_device(disk) as dev:
         start = len(mnt.log())
         mnt.proc.send_signal(getattr(signal, signame))
-        lines = poll_until(lambda: _busy_line(mnt, start), 10,
-                           "a log line saying the unmount is deferred")
+        lines = wait_for(lambda: _busy_line(mnt, start), 10,
+                         "a log line saying the unmount is deferred")
         assert len(lines[0]) < 300, "one clear line"
         assert mnt.proc.poll() is None, f"the daemon exited with the disk in use:\n{mnt.log()}"
         assert is_mounted(mnt.path), "the mount went away under the loop device"
@@ -66,7 +68,7 @@ def test_signal_while_file_open_is_deferred(mount_factory):
     try:
         start = len(mnt.log())
         mnt.proc.send_signal(signal.SIGTERM)
-        poll_until(lambda: _busy_line(mnt, start), 10, "a log line about the busy mount")
+        wait_for(lambda: _busy_line(mnt, start), 10, "a log line about the busy mount")
         assert mnt.proc.poll() is None
         assert os.pread(fd, 10, 100) == b"still here"
         assert os.pwrite(fd, b"and more", 200) == 8
@@ -80,7 +82,7 @@ def test_signal_while_file_open_is_deferred(mount_factory):
 def test_fusermount_u_while_loop_attached(mount_factory):
     mnt = mount_factory("--disk", "ram0:16M", wait_disks=["ram0"])
     disk = mnt.disk("ram0")
-    data = pattern(3, MiB)
+    data = pattern(MiB, seed=3)
     write_file(disk, data, 0)
     with loop_device(disk) as dev:
         res = run("fusermount3", "-u", mnt.path, check=False)

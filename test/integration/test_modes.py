@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from conftest import BIN, DATA_MODES, MODES, PAGE, require_fuse, run, stop_process
-from helpers import (CAP_SYS_RESOURCE, MiB, has_cap, pattern, pread_all, pwrite_all,
-                     read_file, run_expect_exit, write_file)
+from support.io import pattern, pread_all, pwrite_all, read_file, write_file
+from support.mounts import BIN, DATA_MODES, MODES, run, run_expect_exit, stop_process
+from support.require import CAP_SYS_RESOURCE, has_cap, require_fuse
+from support.units import MiB, PAGE
 
 
 def set_mode(mnt, disk, mode):
@@ -30,9 +31,15 @@ def test_dax_is_the_default_as_root(mount_factory):
     assert d["mode"] == "dax", d
     assert d["fallback"] == "none", d
     assert mnt.read_control("ram0", "mode") == "dax\n"
-    # truly passed through: the daemon serves none of these reads and writes
-    data = pattern(1, 3 * PAGE)
-    write_file(mnt.disk("ram0"), data, 123)
+    # truly passed through: the daemon serves none of these reads and writes (through a
+    # read-write fd: write-only opens of a dax disk are served by the daemon, so that they
+    # see the end of the disk at once; docs/design.md)
+    data = pattern(3 * PAGE, seed=1)
+    fd = os.open(mnt.disk("ram0"), os.O_RDWR)
+    try:
+        pwrite_all(fd, data, 123)
+    finally:
+        os.close(fd)
     assert read_file(mnt.disk("ram0"), len(data), 123) == data
     d = mnt.stats("ram0")
     assert (d["reads"], d["writes"], d["read_bytes"], d["write_bytes"]) == (0, 0, 0, 0), d
@@ -66,12 +73,12 @@ def test_null_mode(mount_factory):
     disk = mnt.disk("ram0")
     fd = os.open(disk, os.O_RDWR)
     try:
-        assert os.pwrite(fd, pattern(2, MiB), 12345) == MiB, "null accepts writes"
+        assert os.pwrite(fd, pattern(MiB, seed=2), 12345) == MiB, "null accepts writes"
         assert pread_all(fd, MiB, 12345) == bytes(MiB), "null reads zeros"
         assert os.pread(fd, 100, 0) == bytes(100)
     finally:
         os.close(fd)
-    write_file(disk, pattern(3, 8 * MiB))
+    write_file(disk, pattern(8 * MiB, seed=3))
     assert read_file(disk, 8 * MiB) == bytes(8 * MiB)
     assert os.stat(disk).st_blocks == 0
     s = mnt.stats("ram0")
@@ -86,7 +93,7 @@ def test_direct_mode_daemon_serves_io_and_mmap_maps_backing_pages(mount_factory)
     disk = mnt.disk("ram0")
     s0 = mnt.stats("ram0")
     assert s0["mode"] == "direct"
-    data = pattern(4, 5 * PAGE + 7)
+    data = pattern(5 * PAGE + 7, seed=4)
     write_file(disk, data, 100)
     s1 = mnt.stats("ram0")
     assert s1["writes"] > s0["writes"] and s1["write_bytes"] - s0["write_bytes"] == len(data)
@@ -102,7 +109,7 @@ def test_direct_mode_daemon_serves_io_and_mmap_maps_backing_pages(mount_factory)
         with mmap.mmap(fd, 4 * MiB, mmap.MAP_SHARED, offset=2 * MiB) as mm:
             w0 = mnt.stats("ram0")
             p0 = w0["allocated_pages"]
-            stored = pattern(5, 3 * PAGE)
+            stored = pattern(3 * PAGE, seed=5)
             mm[PAGE - 10:PAGE - 10 + len(stored)] = stored  # pages 0..3 of the mapping
             # the store went to the store's own pages: allocated at once, seen by read()
             assert mnt.stats("ram0")["allocated_pages"] == p0 + 4
@@ -129,7 +136,7 @@ def test_mode_at_creation(mount_factory, mode):
         assert mnt.stats(name)["mode"] == mode
         assert mnt.read_control(name, "mode") == f"{mode}\n"
         assert os.stat(mnt.disk(name)).st_size == 4 * MiB
-        data = pattern(6, 2 * PAGE)
+        data = pattern(2 * PAGE, seed=6)
         write_file(mnt.disk(name), data, PAGE - 1)
         got = read_file(mnt.disk(name), len(data), PAGE - 1)
         assert got == (bytes(len(data)) if mode == "null" else data)
@@ -164,7 +171,7 @@ def test_same_bytes_across_mode_switches(mount_factory):
         try:
             with mmap.mmap(fd, len(model), mmap.MAP_SHARED, mmap.PROT_READ) as mm:
                 assert mm[:] == bytes(model), f"step {step}: {mode} via mmap"
-            off, data = PAGE * step + 2000 + step, pattern(100 + step, 2 * PAGE + 333)
+            off, data = PAGE * step + 2000 + step, pattern(2 * PAGE + 333, seed=100 + step)
             pwrite_all(fd, data, off)
             model[off:off + len(data)] = data
             assert pread_all(fd, len(model), 0) == bytes(model)
@@ -174,9 +181,9 @@ def test_same_bytes_across_mode_switches(mount_factory):
 
 def _write_spread(path, seed):
     """Writes data straddling page boundaries at a few offsets; returns {offset: bytes}."""
-    chunks = {PAGE - 3: pattern(seed, 2 * PAGE + 6),
-              MiB + 1: pattern(seed + 1, 100),
-              4 * MiB - 512: pattern(seed + 2, 512)}
+    chunks = {PAGE - 3: pattern(2 * PAGE + 6, seed=seed),
+              MiB + 1: pattern(100, seed=seed + 1),
+              4 * MiB - 512: pattern(512, seed=seed + 2)}
     for off, data in chunks.items():
         write_file(path, data, off)
     return chunks
@@ -289,7 +296,7 @@ def test_without_passthrough_default_falls_back_to_direct(userns_daemon):
     assert stats["mode"] == "direct"
     assert stats["fallback"] not in ("none", ""), stats
     assert gstats["passthrough"] == "0"
-    data = pattern(7, 3 * PAGE)
+    data = pattern(3 * PAGE, seed=7)
     write_file(f"{root}/ram0", data, 5)
     assert read_file(f"{root}/ram0", len(data), 5) == data
     fallback_lines = [l for l in log.read_text().splitlines()

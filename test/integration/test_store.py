@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from conftest import DATA_MODES, PAGE, run
-from helpers import (FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
-                     FALLOC_FL_ZERO_RANGE, MiB, fallocate, pattern, pread_all,
-                     read_file, write_file)
+from support.io import (FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
+                        FALLOC_FL_ZERO_RANGE, fallocate, pattern, pread_all, read_file, write_file)
+from support.mounts import DATA_MODES, run
+from support.units import MiB, PAGE
 
 
 @pytest.mark.parametrize("mode", DATA_MODES)
@@ -49,9 +49,9 @@ def test_writes_allocate_whole_pages(mount_factory, mode):
     assert pages() == 3
     write_file(disk, b"z" * 100, PAGE + 100)           # page 1 again
     assert pages() == 3
-    write_file(disk, pattern(1, PAGE), 8 * MiB)        # exactly one page
+    write_file(disk, pattern(PAGE, seed=1), 8 * MiB)        # exactly one page
     assert pages() == 4
-    write_file(disk, pattern(2, PAGE + 2), 10 * MiB - 1)  # pages 2559, 2560, 2561
+    write_file(disk, pattern(PAGE + 2, seed=2), 10 * MiB - 1)  # pages 2559, 2560, 2561
     assert pages() == 7
     assert mnt.stats()["memory_used"] == 7 * PAGE
     assert read_file(disk, 1, 5000) == b"x"
@@ -60,7 +60,7 @@ def test_writes_allocate_whole_pages(mount_factory, mode):
 
 def _punch_fixture(mnt, disk):
     """Fills pages 0..3 with a pattern; returns it."""
-    data = pattern(3, 4 * PAGE)
+    data = pattern(4 * PAGE, seed=3)
     write_file(disk, data, 0)
     assert mnt.stats("ram0")["allocated_pages"] == 4
     return bytearray(data)
@@ -107,7 +107,7 @@ def test_fallocate_frees_whole_pages_zeroes_partial(mount_factory, mode, case):
 def test_fallocate_edges(mount_factory, mode):
     mnt = mount_factory("--disk", f"ram0:1M:mode={mode}", wait_disks=["ram0"])
     disk = mnt.disk("ram0")
-    write_file(disk, pattern(4, PAGE), MiB - PAGE)
+    write_file(disk, pattern(PAGE, seed=4), MiB - PAGE)
     fd = os.open(disk, os.O_RDWR)
     try:
         with pytest.raises(OSError) as e:
@@ -117,7 +117,7 @@ def test_fallocate_edges(mount_factory, mode):
             fallocate(fd, 0, MiB - PAGE, 4 * PAGE)
         assert e.value.errno == errno.EINVAL, "allocating beyond the end is EINVAL"
         assert os.fstat(fd).st_size == MiB, "a refused fallocate changed the size"
-        assert pread_all(fd, PAGE, MiB - PAGE) == pattern(4, PAGE)
+        assert pread_all(fd, PAGE, MiB - PAGE) == pattern(PAGE, seed=4)
         fallocate(fd, 0, 0, 2 * PAGE)  # mode 0 inside the disk
         assert os.fstat(fd).st_size == MiB
         assert pread_all(fd, 2 * PAGE, 0) == bytes(2 * PAGE)
@@ -150,7 +150,7 @@ def test_seek_data_and_seek_hole(mount_factory, mode):
     finally:
         os.close(fd)
     write_file(disk, b"a" * 100, 10)                  # page 0
-    write_file(disk, pattern(5, 2 * PAGE), MiB)       # pages 256, 257
+    write_file(disk, pattern(2 * PAGE, seed=5), MiB)       # pages 256, 257
     write_file(disk, b"e" * 10, size - 10)            # the last page
     fd = os.open(disk, os.O_RDONLY)
     try:
@@ -184,8 +184,8 @@ def test_statfs_reports_ram_under_the_cap(mount_factory):
     frsize = st.f_frsize or st.f_bsize
     assert st.f_blocks * frsize == cap
     assert st.f_bfree * frsize == cap
-    write_file(mnt.disk("ram0"), pattern(6, MiB), 0)
-    write_file(mnt.disk("ram1"), pattern(7, 3 * PAGE), 5 * MiB + 1)  # 4 pages
+    write_file(mnt.disk("ram0"), pattern(MiB, seed=6), 0)
+    write_file(mnt.disk("ram1"), pattern(3 * PAGE, seed=7), 5 * MiB + 1)  # 4 pages
     st = os.statvfs(mnt.path)
     used = MiB + 4 * PAGE
     assert (st.f_blocks - st.f_bfree) * frsize == used
@@ -199,8 +199,8 @@ def test_cp_sparse_copies_only_data(mount_factory, tmp_path):
     size = 64 * MiB
     mnt = mount_factory("--disk", "ram0:64M:mode=direct", wait_disks=["ram0"])
     disk = mnt.disk("ram0")
-    chunks = {0: pattern(8, 3 * PAGE), 20 * MiB: pattern(9, 64 * 1024),
-              size - PAGE: pattern(10, PAGE)}
+    chunks = {0: pattern(3 * PAGE, seed=8), 20 * MiB: pattern(64 * 1024, seed=9),
+              size - PAGE: pattern(PAGE, seed=10)}
     for off, data in chunks.items():
         write_file(disk, data, off)
     before = mnt.stats("ram0")["read_bytes"]

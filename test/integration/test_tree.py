@@ -8,9 +8,11 @@ import subprocess
 
 import pytest
 
-from conftest import DATA_MODES, MODES, PAGE, loop_device, run
-from helpers import (MiB, aligned_buffer, odirect_pread, pattern, pread_all, pwrite_all, read_file,
-                     write_file)
+from support.blockdev import loop_device
+from support.io import (aligned_buffer, odirect_pread, pattern, pread_all, pwrite_all, read_file,
+                        write_file)
+from support.mounts import DATA_MODES, MODES, run
+from support.units import MiB, PAGE
 
 NOBODY = 65534
 
@@ -49,7 +51,7 @@ def test_truncate_creates_and_resizes(mount_factory):
     assert mnt.stats()["disks"] == 2
     assert mnt.stats("scratch")["size"] == 8 * MiB
 
-    head, tail = pattern(1, 3 * PAGE), pattern(2, 2 * PAGE)
+    head, tail = pattern(3 * PAGE, seed=1), pattern(2 * PAGE, seed=2)
     write_file(scratch, head, 0)
     write_file(scratch, tail, 6 * MiB)
     run("truncate", "-s", "16M", scratch)  # grow keeps data
@@ -79,14 +81,14 @@ def test_truncate_makes_disk_of_default_mode(mount_factory):
 def test_grow_while_open(mount_factory, mode):
     mnt = mount_factory("--disk", f"ram0:1M:mode={mode}", wait_disks=["ram0"])
     disk = mnt.disk("ram0")
-    data = pattern(3, PAGE + 100)
+    data = pattern(PAGE + 100, seed=3)
     fd = os.open(disk, os.O_RDWR)
     try:
         pwrite_all(fd, data, MiB - len(data))
         run("truncate", "-s", "3M", disk)  # another opener, growing: allowed
         assert os.fstat(fd).st_size == 3 * MiB
         assert os.stat(disk).st_size == 3 * MiB
-        more = pattern(4, 2 * PAGE)
+        more = pattern(2 * PAGE, seed=4)
         assert os.pwrite(fd, more, 2 * MiB + 5) == len(more), "the new space is writable"
         if mode != "null":
             assert pread_all(fd, len(data), MiB - len(data)) == data, "data survives a grow"
@@ -113,7 +115,7 @@ def test_grow_under_a_loop_device(mount_factory, mode):
     """Growing is allowed while a loop device holds the disk; `losetup -c` sees it."""
     mnt = mount_factory("--disk", f"ram0:8M:mode={mode}", wait_disks=["ram0"])
     disk = mnt.disk("ram0")
-    write_file(disk, pattern(12, MiB), 0)
+    write_file(disk, pattern(MiB, seed=12), 0)
     with loop_device(disk) as dev:
         assert int(run("blockdev", "--getsize64", dev).stdout) == 8 * MiB
         run("truncate", "-s", "24M", disk)
@@ -121,7 +123,7 @@ def test_grow_under_a_loop_device(mount_factory, mode):
         assert int(run("blockdev", "--getsize64", dev).stdout) == 24 * MiB
         run("dd", "if=/dev/zero", f"of={dev}", "bs=1M", "seek=20", "count=1", "oflag=direct",
             "status=none")
-        assert odirect_pread(dev, MiB, 0) == pattern(12, MiB)
+        assert odirect_pread(dev, MiB, 0) == pattern(MiB, seed=12)
         with pytest.raises(OSError) as e:
             os.truncate(disk, 4 * MiB)
         assert e.value.errno == errno.EBUSY, "shrinking under a loop device"
@@ -133,7 +135,7 @@ def test_grow_under_a_loop_device(mount_factory, mode):
 def test_shrink_refused_while_open_elsewhere(mount_factory, mode):
     mnt = mount_factory("--disk", f"ram0:4M:mode={mode}", wait_disks=["ram0"])
     disk = mnt.disk("ram0")
-    write_file(disk, pattern(5, 8192), 3 * MiB)
+    write_file(disk, pattern(8192, seed=5), 3 * MiB)
     holder = os.open(disk, os.O_RDONLY)
     try:
         with pytest.raises(OSError) as e:
@@ -151,7 +153,7 @@ def test_shrink_refused_while_open_elsewhere(mount_factory, mode):
     finally:
         os.close(holder)
     if mode != "null":
-        assert read_file(disk, 8192, 3 * MiB) == pattern(5, 8192), "a refused shrink lost data"
+        assert read_file(disk, 8192, 3 * MiB) == pattern(8192, seed=5), "a refused shrink lost data"
     # the only opener may shrink through its own fd
     fd = os.open(disk, os.O_RDWR)
     try:
@@ -166,7 +168,7 @@ def test_rm_refused_while_open_then_frees(mount_factory):
     mnt = mount_factory("--disk", "ram0:8M", "--disk", "victim:8M:mode=direct",
                         wait_disks=["ram0", "victim"])
     victim = mnt.disk("victim")
-    write_file(victim, pattern(6, 1 * MiB))
+    write_file(victim, pattern(1 * MiB, seed=6))
     used = mnt.stats()["memory_used"]
     assert used >= 1 * MiB
     fd = os.open(victim, os.O_RDONLY)
@@ -178,7 +180,7 @@ def test_rm_refused_while_open_then_frees(mount_factory):
             os.unlink(victim)
         assert e.value.errno == errno.EBUSY
         assert os.path.exists(victim)
-        assert pread_all(fd, MiB, 0) == pattern(6, MiB)
+        assert pread_all(fd, MiB, 0) == pattern(MiB, seed=6)
     finally:
         os.close(fd)
     run("rm", victim)
@@ -193,7 +195,7 @@ def test_rm_refused_while_open_then_frees(mount_factory):
 def test_open_trunc_cp_dd_never_shrink(mount_factory, tmp_path, mode):
     mnt = mount_factory("--disk", f"ram0:8M:mode={mode}", wait_disks=["ram0"])
     disk = mnt.disk("ram0")
-    marker = pattern(7, PAGE)
+    marker = pattern(PAGE, seed=7)
     write_file(disk, marker, 6 * MiB)
 
     fd = os.open(disk, os.O_WRONLY | os.O_TRUNC)
@@ -202,14 +204,14 @@ def test_open_trunc_cp_dd_never_shrink(mount_factory, tmp_path, mode):
     assert read_file(disk, PAGE, 6 * MiB) == marker
 
     src = tmp_path / "src.bin"
-    src.write_bytes(pattern(8, MiB + 1000))  # fully written: cp has no hole to truncate over
+    src.write_bytes(pattern(MiB + 1000, seed=8))  # fully written: cp has no hole to truncate over
     run("cp", src, disk)
     assert os.stat(disk).st_size == 8 * MiB, "cp shrank the disk"
     assert read_file(disk, MiB + 1000) == src.read_bytes()
     assert read_file(disk, PAGE, 6 * MiB) == marker, "cp destroyed data past the copied bytes"
 
     src2 = tmp_path / "src2.bin"
-    src2.write_bytes(pattern(9, 512 * 1024))
+    src2.write_bytes(pattern(512 * 1024, seed=9))
     run("dd", f"if={src2}", f"of={disk}", "bs=64K", "status=none")
     assert os.stat(disk).st_size == 8 * MiB, "dd of= shrank the disk"
     assert read_file(disk, 512 * 1024) == src2.read_bytes()
@@ -223,7 +225,7 @@ def test_write_across_end_is_cut_short(mount_factory, mode):
     size = MiB
     mnt = mount_factory("--disk", f"ram0:1M:mode={mode}", wait_disks=["ram0"])
     disk = mnt.disk("ram0")
-    data = pattern(10, 3 * PAGE)
+    data = pattern(3 * PAGE, seed=10)
     fd = os.open(disk, os.O_RDWR)
     try:
         n = os.pwrite(fd, data, size - PAGE - 10)
@@ -242,7 +244,7 @@ def test_write_across_end_is_cut_short(mount_factory, mode):
         os.close(fd)
     # the same through O_DIRECT (aligned buffers): cut at the end, then ENOSPC
     buf = aligned_buffer(2 * PAGE)
-    buf[:] = pattern(13, 2 * PAGE)
+    buf[:] = pattern(2 * PAGE, seed=13)
     fd = os.open(disk, os.O_RDWR | os.O_DIRECT)
     try:
         assert os.pwritev(fd, [buf], size - 2 * PAGE) == 2 * PAGE
@@ -259,7 +261,7 @@ def test_write_across_end_is_cut_short(mount_factory, mode):
         os.close(fd)
         buf.close()
     if mode != "null":
-        assert read_file(disk, PAGE, size - PAGE) == pattern(13, PAGE)
+        assert read_file(disk, PAGE, size - PAGE) == pattern(PAGE, seed=13)
         write_file(disk, data[:PAGE + 5] + b"01234", size - PAGE - 10)  # as before, for below
     st = os.stat(disk)
     assert st.st_size == size, "a write past the end grew the disk"
@@ -281,7 +283,7 @@ def test_write_across_end_dax(mount_factory):
     mnt = mount_factory("--disk", "ram0:1M:mode=dax", wait_disks=["ram0"])
     assert mnt.stats("ram0")["mode"] == "dax"
     disk = mnt.disk("ram0")
-    data = pattern(11, 3 * PAGE)
+    data = pattern(3 * PAGE, seed=11)
     fd = os.open(disk, os.O_RDWR)
     try:
         n = os.pwrite(fd, data, size - PAGE - 10)

@@ -12,11 +12,12 @@ import zlib
 
 import pytest
 
-from conftest import (DATA_MODES, PAGE, loop_device, require_loop, run,
-                      teardown_mount, wait_for)
-from helpers import (HERE, MiB, compile_c, meminfo, mmap_read, mmap_write, odirect_pread,
-                     odirect_pwrite, pattern, pwrite_all, read_file,
-                     require_x86_64, start_mount, write_file)
+from support.blockdev import loop_device
+from support.io import (meminfo, mmap_read, mmap_write, odirect_pread, odirect_pwrite, pattern,
+                        pwrite_all, read_file, write_file)
+from support.mounts import DATA_MODES, run, start_mount, teardown_mount, wait_for
+from support.require import PROGRAMS, compile_c, require_loop, require_x86_64
+from support.units import MiB, PAGE
 
 
 # ---- (a) executing a program stored in a disk --------------------------------------------
@@ -70,7 +71,7 @@ def test_prot_exec_mapping_sees_unaligned_writes(mount_factory, mode):
     mnt = mount_factory("--disk", f"code:1M:mode={mode}", wait_disks=["code"])
     disk = mnt.disk("code")
     specs = [f"{off}:{val}:{how}" for off, val, how in XIP_SPECS]
-    res = subprocess.run([sys.executable, str(HERE / "xip_call.py"), str(disk), *specs],
+    res = subprocess.run([sys.executable, str(PROGRAMS / "xip_call.py"), str(disk), *specs],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, f"helper died (rc {res.returncode}): {res.stderr}"
     got = json.loads(res.stdout)
@@ -167,12 +168,12 @@ def test_coherency(coherency, writer, reader):
     slot = next(c.slots)
     base = MiB + slot * REGION * 2
     seed = zlib.crc32(f"{c.mode}/{writer}/{reader}".encode())
-    background = pattern(seed, REGION)
+    background = pattern(REGION, seed=seed)
     if writer in ("odirect", "loop"):  # 512-aligned I/O
         offset, length = base + PAGE - 1024, PAGE + 2048
     else:
         offset, length = base + PAGE - 37, PAGE + 100
-    data = pattern(seed + 1, length)
+    data = pattern(length, seed=seed + 1)
     early_fd = early = None
     if reader == "mmap_early":
         early_fd = os.open(c.disk, os.O_RDONLY)
@@ -214,7 +215,7 @@ def test_no_double_caching(mount_factory, mode):
     mnt = mount_factory("--disk", f"big:200M:mode={write_mode}", "--max-memory", "512M",
                         wait_disks=["big"])
     disk = mnt.disk("big")
-    chunk = bytearray(pattern(1234, MiB))
+    chunk = bytearray(pattern(MiB, seed=1234))
     c0 = meminfo("Cached")
     fd = os.open(disk, os.O_WRONLY)
     try:

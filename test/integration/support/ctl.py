@@ -1,7 +1,10 @@
-"""Helpers shared by test_control.py and test_ramdiskctl.py (control plane tests).
+"""The control plane as a user reaches it: control files, stats, block ioctls, state
+snapshots, and running commands as another user.
 
-Everything here works through the mounted tree as a user would: open/write/read
-of control files, stat of disk files, ioctl on an open disk file.
+Everything here works through the mounted tree: open/write/read of control files, stat
+of disk files, ioctl on an open disk file. The stats keys are not listed here: the
+daemon's output is read (stats_keys) and compared with the one table users read,
+docs/control.md (documented_stats_keys).
 """
 
 import errno
@@ -11,7 +14,9 @@ import pathlib
 import re
 import time
 
-from conftest import run
+from .mounts import ROOT, parse_stats, run
+
+CONTROL_DOC = ROOT / "docs" / "control.md"
 
 # Block ioctls (x86-64 numbers). The _IOR ones carry their answer through
 # FUSE; the _IO() ones carry no data and must get ENOTTY.
@@ -31,15 +36,49 @@ NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 GLOBAL_FILES = {"new": "w", "delete": "w", "max_memory": "rw", "stats": "r"}
 DISK_FILES = {"size": "rw", "flush": "w", "discard": "w", "readonly": "rw", "mode": "rw",
               "stats": "r"}
-DISK_STATS_KEYS = ["size", "allocated_bytes", "allocated_pages", "mode", "readonly", "opens",
-                   "reads", "writes", "read_bytes", "write_bytes", "discards", "discard_bytes",
-                   "flushes", "fallback"]
-GLOBAL_STATS_KEYS = ["memory_used", "max_memory", "disks", "version"]
-IO_COUNTERS = ["reads", "writes", "read_bytes", "write_bytes"]
+IO_COUNTERS = ["reads", "writes", "read_bytes", "write_bytes"]  # not counted in dax mode
+
+
+def stats_keys(text):
+    """The keys of a stats file's text, in the daemon's order."""
+    return list(parse_stats(text))
+
+
+def documented_stats_keys(scope):
+    """The stats keys docs/control.md documents: scope "global" (the table under the
+    global `stats` file) or "disk" (the table of "Statistics, and what each mode counts").
+    A row may document several keys ("`reads`, `writes`")."""
+    heading = {"global": "### `stats` (r, 0444): global statistics",
+               "disk": "## Statistics, and what each mode counts"}[scope]
+    text = CONTROL_DOC.read_text()
+    assert heading in text, f"{CONTROL_DOC} has no section {heading!r}"
+    section = text.split(heading, 1)[1]
+    section = re.split(r"^#{2,3} ", section, maxsplit=1, flags=re.M)[0]
+    keys = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            keys += re.findall(r"`([a-z_]+)`", line.split("|")[1])
+    assert keys, f"no stats table under {heading!r} in {CONTROL_DOC}"
+    return keys
 
 
 def errname(err):
     return "OK" if err == 0 else errno.errorcode.get(err, str(err))
+
+
+def _errno_of(path, flags, action):
+    """0, or the errno of whichever step failed: os.open(path, flags) or action(fd)."""
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        return e.errno
+    try:
+        action(fd)
+        return 0
+    except OSError as e:
+        return e.errno
+    finally:
+        os.close(fd)
 
 
 def write_errno(mnt, *parts, text, offset=None):
@@ -47,33 +86,17 @@ def write_errno(mnt, *parts, text, offset=None):
 
     Returns 0 or the errno of whichever step failed (open or write)."""
     data = text if isinstance(text, bytes) else text.encode()
-    try:
-        fd = os.open(mnt.ctl(*parts), os.O_WRONLY)
-    except OSError as e:
-        return e.errno
-    try:
+
+    def write(fd):
         n = os.write(fd, data) if offset is None else os.pwrite(fd, data, offset)
         assert n == len(data), f"short write {n} of {len(data)} to {'/'.join(parts)}"
-        return 0
-    except OSError as e:
-        return e.errno
-    finally:
-        os.close(fd)
+
+    return _errno_of(mnt.ctl(*parts), os.O_WRONLY, write)
 
 
 def read_errno(path):
     """Opens `path` read-only and reads it; returns 0 or the errno."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as e:
-        return e.errno
-    try:
-        os.read(fd, 4096)
-        return 0
-    except OSError as e:
-        return e.errno
-    finally:
-        os.close(fd)
+    return _errno_of(path, os.O_RDONLY, lambda fd: os.read(fd, 4096))
 
 
 def log_lines(mnt):
@@ -184,12 +207,6 @@ def ioctl_fd(fd, request, size=8, arg=None):
         return e.errno, bytes(buf) if not isinstance(buf, int) else b""
 
 
-def pattern(length, seed=1):
-    """Deterministic non-zero bytes."""
-    block = bytes(((i * 7 + seed * 13) % 251) + 1 for i in range(4096))
-    return (block * (length // 4096 + 1))[:length]
-
-
 def settle(path, timeout=5.0):
     """Waits until the daemon counts no open of disk file `path` (MOUNT/NAME).
 
@@ -203,8 +220,7 @@ def settle(path, timeout=5.0):
         return
     deadline = time.monotonic() + timeout
     while True:
-        match = re.search(r"^opens (\d+)$", stats.read_text(), re.M)
-        if not match or match.group(1) == "0":
+        if not parse_stats(stats.read_text()).get("opens"):
             return
         assert time.monotonic() < deadline, f"{path}: still open {timeout}s after the last close"
         time.sleep(0.005)
@@ -216,6 +232,8 @@ def close_disk(fd, path):
 
 
 def pwrite_disk(path, data, offset=0):
+    """One pwrite() that must write all of `data` (control tests count requests), then
+    settle(). io.write_file is the looping, no-settle write."""
     fd = os.open(path, os.O_WRONLY)
     try:
         n = os.pwrite(fd, data, offset)
@@ -225,6 +243,7 @@ def pwrite_disk(path, data, offset=0):
 
 
 def pread_disk(path, length, offset=0):
+    """One pread(), then settle()."""
     fd = os.open(path, os.O_RDONLY)
     try:
         return os.pread(fd, length, offset)
@@ -247,13 +266,3 @@ def one_error_line(result, strerror):
     assert lines[0].startswith("ramdiskctl: "), lines[0]
     assert lines[0].endswith(": " + strerror), f"{lines[0]!r} should end with {strerror!r}"
     return lines[0]
-
-
-def mem_total_bytes():
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemTotal in /proc/meminfo")
-
-

@@ -1,10 +1,10 @@
-"""Helpers for the block-device acceptance suite (test_blockdev.py).
+"""Block devices over ramdiskfs disks: loop devices, mkfs/fsck, filesystems mounted on
+them, partitions, fio verification, and the safety net for a daemon that hangs.
 
-Everything here drives the real tools a user would run (losetup, sfdisk,
-partx, mkfs.ext4, e2fsck, fstrim, blkdiscard, resize2fs, fio) against loop
-devices whose backing files are ramdiskfs disks. The fixtures in conftest.py
-detach loop devices and unmount filesystems even when a test fails; the
-context managers here only add to that, they never replace it.
+Everything here drives the real tools a user would run (losetup, sfdisk, partx,
+mkfs.ext4, e2fsck, fstrim, blkdiscard, resize2fs, fio). loop_device() and mounted_fs()
+detach and unmount even when the test fails; the mount_factory fixture's teardown
+(mounts.teardown_mount) catches whatever a test still left on its disks.
 """
 
 import contextlib
@@ -19,9 +19,47 @@ import subprocess
 import sys
 import time
 
-from conftest import run, stop_process, wait_for
+from .io import create_file, sha256_file
+from .mounts import mounts_of, run, stop_process, unmount, wait_for
+from .units import GiB, KiB, MiB
 
-MiB = 1 << 20
+
+@contextlib.contextmanager
+def loop_device(path, *options):
+    """losetup --find --show PATH; always detached on exit (skips or fails as
+    require_loop() does where there are no loop devices)."""
+    from .require import require_loop  # here, not at the top: bench imports this module without pytest
+
+    require_loop()
+    dev = run("losetup", "--find", "--show", *options, path).stdout.strip()
+    try:
+        yield dev
+    finally:
+        detach_loop(dev, path)
+
+
+def detach_loop(dev, path):
+    """Unmounts what is mounted from `dev` and detaches it, if it is still attached to
+    `path`. The test may have detached it already, and on a shared machine the number may
+    since belong to someone else: detach only our own."""
+    back = run("losetup", "--list", "--noheadings", "--output", "BACK-FILE", dev,
+               check=False).stdout.strip()
+    if back and os.path.realpath(back) == os.path.realpath(path):
+        for target in mounts_of([dev]):
+            run("umount", target, check=False)
+        run("losetup", "-d", dev, check=False)
+
+
+@contextlib.contextmanager
+def mounted_fs(device, where, *options):
+    """mount DEVICE WHERE; always unmounted on exit."""
+    os.makedirs(where, exist_ok=True)
+    run("mount", *options, device, where)
+    try:
+        yield pathlib.Path(where)
+    finally:
+        unmount(where)
+
 
 # mkfs.ext4 as the suite (and docs/losetup.md) runs it:
 # -b 4096: one ext4 block per ramdiskfs page (mke2fs would pick 1 KiB blocks
@@ -68,32 +106,13 @@ def fsck_repair(device):
     return run("e2fsck", "-fy", device, check=False, timeout=300)
 
 
-def sha256_file(path, chunk=4 * MiB):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-def write_file(path, data, fsync=True):
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-
-
 def populate(directory, big_mib=16, small=64, seed=b""):
     """Writes one big random file and `small` small random files of assorted
     sizes into `directory`; returns {relative path: sha256}."""
     directory = pathlib.Path(directory)
     sums = {}
     data = os.urandom(big_mib * MiB)
-    write_file(directory / "big.bin", data)
+    create_file(directory / "big.bin", data)
     sums["big.bin"] = hashlib.sha256(data).hexdigest()
     sub = directory / "small"
     sub.mkdir(exist_ok=True)
@@ -101,7 +120,7 @@ def populate(directory, big_mib=16, small=64, seed=b""):
         size = 1 + (i * 7919) % (96 * 1024)  # 1 B .. 96 KiB, odd sizes included
         data = os.urandom(size)
         name = f"small/f{i:03d}"
-        write_file(directory / name, data, fsync=False)
+        create_file(directory / name, data, fsync=False)
         sums[name] = hashlib.sha256(data).hexdigest()
     os.sync()
     return sums
@@ -113,17 +132,6 @@ def check_sums(directory, sums):
            for name, want in sums.items()
            if sha256_file(directory / name) != want}
     assert not bad, f"checksum mismatch in {directory}: {sorted(bad)[:10]}"
-
-
-def drop_file_cache(path):
-    """Drops the kernel page cache of one file (clean pages), so the next read
-    comes from the daemon even in cached mode."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def loop_info(device):
@@ -222,7 +230,7 @@ def journal_bytes(device):
         if line.startswith("Journal size:") or line.startswith("Total journal size:"):
             value = line.split(":", 1)[1].strip()
             number, unit = value[:-1], value[-1]
-            mult = {"k": 1 << 10, "K": 1 << 10, "M": MiB, "G": 1 << 30}.get(unit)
+            mult = {"k": KiB, "K": KiB, "M": MiB, "G": GiB}.get(unit)
             if mult and number.strip().isdigit():
                 return int(number) * mult
     return 64 * MiB  # unknown: assume the largest default a small fs gets
@@ -297,38 +305,8 @@ def abort_fuse(conn_id):
             f.write("1")
 
 
-def remaining_loops(prefix):
-    """Loop devices still backed by files under `prefix`."""
-    out = run("losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE",
-              check=False).stdout
-    return [line.split(None, 1)[0] for line in out.splitlines()
-            if len(line.split(None, 1)) == 2 and line.split(None, 1)[1].startswith(str(prefix))]
-
-
 # --------------------------------------------------------------------------
-# Where the RAM of a disk sits: written ranges (SEEK_DATA/SEEK_HOLE on the
-# disk file, which ramdiskfs answers from its store) against ext4's journal.
-
-def data_ranges(path):
-    """[(start, end)] byte ranges the daemon reports as written."""
-    ranges = []
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        end = os.fstat(fd).st_size
-        off = 0
-        while off < end:
-            try:
-                start = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError as e:
-                if e.errno == errno.ENXIO:
-                    break
-                raise
-            stop = os.lseek(fd, start, os.SEEK_HOLE)
-            ranges.append((start, stop))
-            off = stop
-    finally:
-        os.close(fd)
-    return ranges
+# Where ext4 keeps its journal (compared with io.data_ranges of the disk file).
 
 
 def journal_ranges(device, block=4096):
@@ -341,18 +319,6 @@ def journal_ranges(device, block=4096):
         ranges.append((phys_start * block, (phys_end + 1) * block))
     assert ranges, f"no journal extents in debugfs output:\n{out}"
     return ranges
-
-
-def overlap_bytes(a, b):
-    return sum(max(0, min(e1, e2) - max(s1, s2)) for s1, e1 in a for s2, e2 in b)
-
-
-def has_cap_sys_resource():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) & (1 << 24))
-    return False
 
 
 def wait_device_free(device, timeout=30):
