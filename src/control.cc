@@ -17,7 +17,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "ramdiskfs/options.h"
+#include "ramdiskfs/types.h"
 #include "ramdiskfs/size.h"
 #include "src/text.h"
 

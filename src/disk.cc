@@ -146,6 +146,15 @@ void Disk::CountRead(size_t bytes) {
   stats_.read_bytes.fetch_add(bytes, std::memory_order_relaxed);
 }
 
+absl::StatusOr<size_t> Disk::PrepareSplicedRead(uint64_t offset, size_t length) {
+  if (mode() == DataMode::kNull) return 0;  // zeros: nothing to splice
+  const size_t n = ReadableBytes(offset, length);
+  if (n > 0) CountRead(n);
+  return n;
+}
+
+absl::Status Disk::Sync() { return absl::OkStatus(); }
+
 absl::StatusOr<size_t> Disk::Read(uint64_t offset, char* buf, size_t length) {
   size_t n;
   if (mode() == DataMode::kNull) {
@@ -332,30 +341,51 @@ bool Disk::passthrough() const {
   return (m == DataMode::kDax || m == DataMode::kDirect) && backing_id() > 0;
 }
 
+namespace {
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+// The per-disk stats file (docs/control.md), in its order: the one list of
+// its keys. Disk::StatsKeys() hands the keys out; StatsRows() renders them.
+struct DiskStat {
+  std::string_view key;
+  std::string (*value)(const Disk& disk);
+};
+const DiskStat kDiskStats[] = {
+    {"name", [](const Disk& d) { return d.name(); }},
+    {"size", [](const Disk& d) { return Num(d.size_bytes()); }},
+    {"allocated_bytes", [](const Disk& d) { return Num(d.store().allocated_bytes()); }},
+    {"allocated_pages", [](const Disk& d) { return Num(d.store().allocated_bytes() / kPageSize); }},
+    {"mode", [](const Disk& d) { return std::string(DataModeName(d.mode())); }},
+    {"requested_mode", [](const Disk& d) { return std::string(DataModeName(d.requested_mode())); }},
+    {"readonly", [](const Disk& d) { return std::string(d.readonly() ? "1" : "0"); }},
+    {"opens", [](const Disk& d) { return Num(d.opens()); }},
+    {"reads", [](const Disk& d) { return Num(d.stats().reads.load()); }},
+    {"writes", [](const Disk& d) { return Num(d.stats().writes.load()); }},
+    {"read_bytes", [](const Disk& d) { return Num(d.stats().read_bytes.load()); }},
+    {"write_bytes", [](const Disk& d) { return Num(d.stats().write_bytes.load()); }},
+    {"discards", [](const Disk& d) { return Num(d.stats().discards.load()); }},
+    {"discard_bytes", [](const Disk& d) { return Num(d.stats().discard_bytes.load()); }},
+    {"flushes", [](const Disk& d) { return Num(d.stats().flushes.load()); }},
+    {"fallback", [](const Disk& d) { return d.fallback_reason(); }},
+    {"passthrough", [](const Disk& d) { return std::string(d.passthrough() ? "1" : "0"); }},
+    {"overflow_bytes", [](const Disk& d) { return Num(d.stats().overflow_bytes.load()); }},
+    {"growing", [](const Disk& d) { return std::string(d.growing() ? "1" : "0"); }},
+};
+
+}  // namespace
+
+std::vector<std::string_view> Disk::StatsKeys() {
+  std::vector<std::string_view> keys;
+  for (const DiskStat& stat : kDiskStats) keys.push_back(stat.key);
+  return keys;
+}
+
 std::vector<std::pair<std::string, std::string>> Disk::StatsRows() const {
-  const uint64_t allocated = store_->allocated_bytes();
-  auto num = [](uint64_t v) { return std::to_string(v); };
-  return {
-      {"name", name_},
-      {"size", num(size_bytes())},
-      {"allocated_bytes", num(allocated)},
-      {"allocated_pages", num(allocated / kPageSize)},
-      {"mode", std::string(DataModeName(mode()))},
-      {"requested_mode", std::string(DataModeName(requested_mode()))},
-      {"readonly", readonly() ? "1" : "0"},
-      {"opens", num(opens())},
-      {"reads", num(stats_.reads.load())},
-      {"writes", num(stats_.writes.load())},
-      {"read_bytes", num(stats_.read_bytes.load())},
-      {"write_bytes", num(stats_.write_bytes.load())},
-      {"discards", num(stats_.discards.load())},
-      {"discard_bytes", num(stats_.discard_bytes.load())},
-      {"flushes", num(stats_.flushes.load())},
-      {"fallback", fallback_reason()},
-      {"passthrough", passthrough() ? "1" : "0"},
-      {"overflow_bytes", num(stats_.overflow_bytes.load())},
-      {"growing", growing() ? "1" : "0"},
-  };
+  std::vector<std::pair<std::string, std::string>> rows;
+  rows.reserve(std::size(kDiskStats));
+  for (const DiskStat& stat : kDiskStats) rows.emplace_back(stat.key, stat.value(*this));
+  return rows;
 }
 
 }  // namespace ramdiskfs

@@ -10,11 +10,9 @@ namespace ramdiskfs {
 
 absl::StatusOr<std::shared_ptr<Disk>> DiskTable::Create(NewDisk spec) {
   RDFS_RETURN_IF_ERROR(ValidateDiskName(spec.name));
-  for (std::string_view reserved : kReservedNames) {
-    if (spec.name == reserved) {
-      return ErrnoStatus(
-          EEXIST, absl::StrCat("'", spec.name, "' is the name of a control file in .control/"));
-    }
+  if (IsReservedDiskName(spec.name)) {
+    return ErrnoStatus(
+        EEXIST, absl::StrCat("'", spec.name, "' is the name of a control file in .control/"));
   }
   if (spec.size_bytes > kMaxDiskBytes) {
     return ErrnoStatus(

@@ -126,7 +126,7 @@ int Main(int argc, char** argv) {
       sysinfo(&si) == 0 ? static_cast<uint64_t>(si.totalram) * si.mem_unit : 0;
   absl::StatusOr<Config> parsed = ParseCommandLine(args, ram_bytes);
   if (!parsed.ok()) {
-    // One line naming the argument (SPEC 2); --help has the rest.
+    // One line naming the argument (README.md, "Using it"); --help has the rest.
     fprintf(stderr, "ramdiskfs: %s\n", std::string(parsed.status().message()).c_str());
     return kExitUsage;
   }

@@ -43,7 +43,6 @@ namespace {
 using text::AsAbsl;
 using text::Quote;
 
-constexpr size_t kMaxNameBytes = 255;
 constexpr int kMaxThreads = 64;
 
 // `text` split at every `separator` (n separators give n+1 pieces).
@@ -66,11 +65,6 @@ absl::Status Invalid(absl::string_view message) { return absl::InvalidArgumentEr
 // (the command line's single error code).
 absl::Status Prefixed(std::string_view where, const absl::Status& status) {
   return Invalid(absl::StrCat(AsAbsl(where), ": ", status.message()));
-}
-
-bool IsNameChar(char c) {
-  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '+' ||
-         c == '@' || c == '-';
 }
 
 // A decimal count in [min, max], digits only. `what` names it in messages.
@@ -434,60 +428,6 @@ absl::StatusOr<Config> CommandLineParser::Parse(const std::vector<std::string>& 
 }
 
 }  // namespace
-
-std::string_view DataModeName(DataMode mode) {
-  switch (mode) {
-    case DataMode::kDax:
-      return "dax";
-    case DataMode::kDirect:
-      return "direct";
-    case DataMode::kCached:
-      return "cached";
-    case DataMode::kNull:
-      return "null";
-  }
-  return "unknown";
-}
-
-absl::StatusOr<DataMode> ParseDataMode(std::string_view text) {
-  for (DataMode mode : {DataMode::kDax, DataMode::kDirect, DataMode::kCached, DataMode::kNull}) {
-    if (text == DataModeName(mode)) return mode;
-  }
-  return Invalid(absl::StrCat("bad mode ", Quote(text), ": expected dax, direct, cached or null"));
-}
-
-std::string_view StoreKindName(StoreKind kind) {
-  switch (kind) {
-    case StoreKind::kAuto:
-      return "auto";
-    case StoreKind::kTmpfs:
-      return "tmpfs";
-    case StoreKind::kMemfd:
-      return "memfd";
-  }
-  return "unknown";
-}
-
-absl::Status ValidateDiskName(std::string_view name) {
-  if (name.empty()) return Invalid("bad disk name '': empty");
-  if (name.size() > kMaxNameBytes) {
-    return ErrnoStatus(ENAMETOOLONG,
-                       absl::StrCat("bad disk name ", Quote(name), " (", name.size(),
-                                    " bytes): longer than ", kMaxNameBytes, " bytes"));
-  }
-  if (name[0] == '.' || name[0] == '-') {
-    return Invalid(absl::StrCat("bad disk name ", Quote(name), ": must not start with '",
-                                std::string(1, name[0]), "'"));
-  }
-  for (char c : name) {
-    if (!IsNameChar(c)) {
-      return Invalid(absl::StrCat("bad disk name ", Quote(name), ": character ",
-                                  Quote(std::string_view(&c, 1)),
-                                  " not allowed (use A-Z a-z 0-9 . _ + @ -)"));
-    }
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<Config> ParseCommandLine(const std::vector<std::string>& argv, uint64_t ram_bytes) {
   return CommandLineParser(ram_bytes).Parse(argv);

@@ -12,30 +12,14 @@
 #include "ramdiskfs/disk_table.h"
 #include "ramdiskfs/size.h"
 #include "ramdiskfs/status.h"
+#include "test/test_disks.h"
 
 namespace ramdiskfs {
 namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
 
-class DiskTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    pool_ = *MemoryPool::Create(StoreKind::kMemfd, 64 * kMiB);
-    table_ = std::make_unique<DiskTable>(pool_.get());
-  }
-  std::shared_ptr<Disk> Make(std::string name, uint64_t size, DataMode mode = DataMode::kDirect) {
-    NewDisk spec;
-    spec.name = std::move(name);
-    spec.size_bytes = size;
-    spec.mode = mode;
-    auto disk = table_->Create(spec);
-    EXPECT_TRUE(disk.ok()) << disk.status();
-    return disk.ok() ? *disk : nullptr;
-  }
-  std::unique_ptr<MemoryPool> pool_;
-  std::unique_ptr<DiskTable> table_;
-};
+using DiskTest = DiskTableTest;
 
 TEST_F(DiskTest, SizesRoundUpToTheLogicalBlock) {
   auto disk = Make("ram0", 1000);

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "ramdiskfs/options.h"
+#include "ramdiskfs/types.h"
 
 namespace ramdiskfs {
 
@@ -31,7 +31,7 @@ inline constexpr size_t kMaxControlWrite = 4096;
 // `new`: "NAME SIZE [mode=MODE] [readonly=0|1]". SIZE rounds up to 512 bytes
 // (ParseDiskSize); 0 is allowed, as for `size` and ftruncate. image= is
 // refused here on purpose: no control operation makes the daemon open a path
-// (SPEC 7). Unknown or repeated keys are errors.
+// (docs/control.md). Unknown or repeated keys are errors.
 struct NewDiskRequest {
   std::string name;
   uint64_t size_bytes = 0;

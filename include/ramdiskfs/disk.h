@@ -20,14 +20,15 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "ramdiskfs/options.h"
 #include "ramdiskfs/page_store.h"
+#include "ramdiskfs/types.h"
 
 namespace ramdiskfs {
 
@@ -131,14 +132,26 @@ class Disk {
   // size changed.
   bool OnClose();
 
-  // --- data path (what the daemon serves; dax I/O never comes here) -------
+  // --- the per-disk I/O path ---------------------------------------------------
+  // Every data request the daemon serves passes through exactly one of
+  // Read, PrepareSplicedRead, Write, Fallocate and Sync — the FUSE handlers
+  // (src/fuse/ops.cc) call nothing else for data, and nothing else touches
+  // store() on behalf of a request. This is the seam where a per-disk layer
+  // (fault injection, a volatile write cache) sits: such a layer must keep
+  // the contracts below. What does NOT come here: dax-mode read/write and
+  // every shared-mmap access, which the kernel serves from the backing file
+  // (docs/design.md, "Data modes"); control-plane operations (flush,
+  // discard, resize), which ControlPlane applies through the methods below.
+  //
   // Read: null mode returns zeros without touching memory. Counts stats.
   absl::StatusOr<size_t> Read(uint64_t offset, char* buf, size_t length);
-  // How many of `length` bytes at `offset` lie inside the disk.
-  size_t ReadableBytes(uint64_t offset, size_t length) const;
-  // Counts one read of `bytes` that was served without Read() (the FUSE
-  // adapter splices large reads from the backing file itself).
-  void CountRead(size_t bytes);
+  // A read the transport wants to serve by splicing the backing file's
+  // pages (store().fd()) straight into the reply. Returns how many bytes at
+  // `offset` it may splice — `length` clipped at the end of the disk — and
+  // counts them as one read; 0 means "do not splice: serve it with Read()"
+  // (past the end, null mode, or a layer here that must see the data). A
+  // layer that injects read errors returns its error here.
+  absl::StatusOr<size_t> PrepareSplicedRead(uint64_t offset, size_t length);
   // Write: EROFS if read-only; ENOSPC at or past the end; cut short at the
   // end (a growing disk grows instead; EFBIG past kMaxDiskBytes); null mode
   // drops the data. Counts stats.
@@ -151,6 +164,14 @@ class Disk {
   // with KEEP_SIZE as nothing to do (as a file would). Errors: EROFS,
   // EOPNOTSUPP for other modes, ENOSPC from the cap.
   absl::Status Fallocate(int falloc_mode, uint64_t offset, uint64_t length);
+  // fsync/fdatasync of an open disk file (FUSE_FSYNC). Everything the store
+  // holds is already in RAM, so today this succeeds at once; a write cache
+  // makes its data durable here, and fault injection may fail it (EIO).
+  absl::Status Sync();
+  // How many of `length` bytes at `offset` lie inside the disk.
+  size_t ReadableBytes(uint64_t offset, size_t length) const;
+
+  // --- control operations (ControlPlane decides when they may run) ---------
   // Frees [offset, offset+length): EROFS, EINVAL past the end or overflow.
   absl::Status Discard(uint64_t offset, uint64_t length);
   // BLKFLSBUF: frees every page. `other_opens`: opens of the disk that are not
@@ -172,21 +193,25 @@ class Disk {
   DiskAttributes attributes() const;
   void SetPermissions(mode_t permissions);
   void SetOwner(uid_t uid, gid_t gid);
-  void Touch();  // mtime = ctime = now (after writes the daemon serves)
+  void Touch();  // mtime = ctime = now (resize, `touch`; served writes do not)
   void SetTimes(absl::Time mtime);
 
-  // --- passthrough backing id (FUSE adapter bookkeeping) ----------------------
+  // --- passthrough backing id (FUSE adapter bookkeeping, src/fuse/passthrough.h)
   int backing_id() const;
   void set_backing_id(int id);
   // Whether opens in the current mode use passthrough (dax; direct for mmap).
   bool passthrough() const;
 
   DiskStats& stats() { return stats_; }
-  // "key value" rows for the stats file, in the documented order.
+  const DiskStats& stats() const { return stats_; }
+  // "key value" rows for the stats file, in the documented order
+  // (docs/control.md). StatsKeys() is that order: the one list of the keys.
   std::vector<std::pair<std::string, std::string>> StatsRows() const;
+  static std::vector<std::string_view> StatsKeys();
 
  private:
   absl::Status ReadOnlyError() const;
+  void CountRead(size_t bytes);
   // A growing disk: extends the size to cover [offset, offset+length).
   absl::Status GrowFor(uint64_t offset, uint64_t length);
   // Rounds a growing (or just fixed) disk's size up to 4096.

@@ -10,7 +10,8 @@
 // Thread-safe: one mutex guards the maps (lookups share it); it is never
 // held while a disk's data is touched. Lock order: DiskTable::mu_ before
 // Disk::mu_ (Delete marks the disk deleted under mu_, so that no open can
-// start between its "not open" check and the disk leaving the table).
+// start between its "not open" check and the disk leaving the table; Create
+// and SetDaxFallback set disks' fallback reasons under mu_).
 
 #ifndef RAMDISKFS_DISK_TABLE_H_
 #define RAMDISKFS_DISK_TABLE_H_
@@ -26,15 +27,12 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "ramdiskfs/control_files.h"
 #include "ramdiskfs/disk.h"
 #include "ramdiskfs/memory_pool.h"
-#include "ramdiskfs/options.h"
+#include "ramdiskfs/types.h"
 
 namespace ramdiskfs {
-
-// Names a disk cannot have: the global control files, which share
-// MOUNT/.control/ with the disks' control directories.
-inline constexpr std::string_view kReservedNames[] = {"new", "delete", "max_memory", "stats"};
 
 struct NewDisk {
   std::string name;
@@ -56,8 +54,8 @@ class DiskTable {
 
   // Creates an empty disk. Errors: ValidateDiskName's (EINVAL,
   // ENAMETOOLONG); EEXIST if the name is taken, by a disk or by a global
-  // control file (kReservedNames: disks share .control/ with them); ENOSPC past kMaxDisks; EFBIG
-  // above kMaxDiskBytes; the store's errors.
+  // control file (IsReservedDiskName: disks share .control/ with them);
+  // ENOSPC past kMaxDisks; EFBIG above kMaxDiskBytes; the store's errors.
   absl::StatusOr<std::shared_ptr<Disk>> Create(NewDisk spec);
 
   // Removes a disk (Disk::MarkDeleted first: no open can start on it after

@@ -28,7 +28,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "ramdiskfs/options.h"
+#include "ramdiskfs/types.h"
 
 namespace ramdiskfs {
 

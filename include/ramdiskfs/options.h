@@ -40,29 +40,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "ramdiskfs/types.h"
 
 namespace ramdiskfs {
-
-enum class DataMode { kDax, kDirect, kCached, kNull };
-
-// "dax", "direct", "cached", "null".
-std::string_view DataModeName(DataMode mode);
-// Inverse of DataModeName (exact, lower case). Errors: InvalidArgument.
-absl::StatusOr<DataMode> ParseDataMode(std::string_view text);
-
-// Which kernel object holds the pages: a private tmpfs instance (needs
-// CAP_SYS_ADMIN; the kernel enforces the memory cap) or memfds (anyone; the
-// daemon enforces the cap). kAuto picks tmpfs when it can.
-enum class StoreKind { kAuto, kTmpfs, kMemfd };
-std::string_view StoreKindName(StoreKind kind);
-
-// Checks a disk name: 1..255 bytes of [A-Za-z0-9._+@-], not starting with '.'
-// or '-' (so never ".", "..", ".control", or an option). Errors: InvalidArgument
-// (bad characters, empty, leading '.'/'-'), and an ENAMETOOLONG ErrnoStatus for
-// names over 255 bytes.
-absl::Status ValidateDiskName(std::string_view name);
-
-inline constexpr int kMaxDisks = 4096;
 
 struct DiskSpec {
   std::string name;

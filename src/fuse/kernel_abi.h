@@ -2,7 +2,7 @@
 // in Linux 6.18) that libfuse 3.14 does not expose: passthrough, the INIT
 // reply's flags2/max_stack_depth, and the OPEN reply's backing_id. Written
 // out here, with their sizes checked, because the Debian 12 kernel headers
-// (6.1) predate them. See FUSE-FACTS.md section 0.
+// (6.1) predate them. docs/design.md ("Data modes") says what each is for.
 
 #ifndef RAMDISKFS_FUSE_KERNEL_ABI_H_
 #define RAMDISKFS_FUSE_KERNEL_ABI_H_

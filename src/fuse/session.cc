@@ -21,167 +21,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "ramdiskfs/log.h"
-#include "src/fuse/kernel_abi.h"
+#include "src/fuse/custom_io.h"
 #include "src/fuse/notify.h"
 
 namespace ramdiskfs {
 namespace {
 
-// The custom io's state. One session per process.
-struct IoState {
-  Filesystem* fs = nullptr;
-  std::atomic<uint64_t> init_unique{0};
-  std::atomic<bool> init_done{false};
-};
-IoState io_state;
-
-ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
-  ssize_t n = read(fd, buf, len);
-  if (n >= static_cast<ssize_t>(sizeof(abi::InHeader) + sizeof(abi::InitIn)) &&
-      !io_state.init_done.load(std::memory_order_relaxed)) {
-    abi::InHeader header;
-    std::memcpy(&header, buf, sizeof(header));
-    if (header.opcode == abi::kOpInit) {
-      abi::InitIn init;
-      std::memcpy(&init, static_cast<char*>(buf) + sizeof(header), sizeof(init));
-      const bool ext = init.flags & abi::kInitExt;
-      ConnectionState& conn = io_state.fs->connection();
-      conn.kernel_offers_passthrough = ext && (init.flags2 & abi::kFlags2Passthrough);
-      conn.kernel_offers_allow_mmap = ext && (init.flags2 & abi::kFlags2DirectIoAllowMmap);
-      io_state.init_unique = header.unique;
-    }
-  }
-  return n;
-}
-
-// A pipe per thread for splicing read replies, as big as the system allows
-// an unprivileged process (fs.pipe-max-size; CAP_SYS_RESOURCE is not assumed).
-struct ThreadPipe {
-  int read_fd = -1;
-  int write_fd = -1;
-  size_t capacity = 0;
-  ~ThreadPipe() { Close(); }
-  void Close() {
-    if (read_fd >= 0) close(read_fd);
-    if (write_fd >= 0) close(write_fd);
-    read_fd = write_fd = -1;
-  }
-  bool Open() {
-    if (read_fd >= 0) return true;
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return false;
-    read_fd = fds[0];
-    write_fd = fds[1];
-    int got = fcntl(write_fd, F_SETPIPE_SZ, static_cast<int>(kMaxReadBytes + 4096));
-    capacity = got > 0 ? static_cast<size_t>(got) : 65536;
-    return true;
-  }
-};
-
-// Sends a read reply whose data comes from a backing file: header by
-// vmsplice, pages by splice (no copy), then one splice into /dev/fuse (the
-// only copy, into the reader's pages). Returns false, with nothing sent, if
-// the pages do not fit the pipe or a splice fails; the caller then copies.
-bool SpliceRead(int fd, abi::OutHeader header, const SpliceReply& reply) {
-  thread_local ThreadPipe pipe;
-  const size_t total = sizeof(header) + reply.length;
-  // Each page is one pipe slot, and so is the header.
-  if (!pipe.Open() || reply.offset % 4096 != 0 ||
-      (reply.length + 4095) / 4096 + 1 > pipe.capacity / 4096) {
-    return false;
-  }
-  header.len = static_cast<uint32_t>(total);
-  struct iovec hiov = {&header, sizeof(header)};
-  bool ok = vmsplice(pipe.write_fd, &hiov, 1, 0) == static_cast<ssize_t>(sizeof(header));
-  loff_t off = static_cast<loff_t>(reply.offset);
-  size_t moved = 0;
-  while (ok && moved < reply.length) {
-    ssize_t n = splice(reply.store->fd(), &off, pipe.write_fd, nullptr, reply.length - moved,
-                       SPLICE_F_NONBLOCK);
-    if (n <= 0)
-      ok = false;
-    else
-      moved += static_cast<size_t>(n);
-  }
-  if (ok) ok = splice(pipe.read_fd, nullptr, fd, nullptr, total, 0) == static_cast<ssize_t>(total);
-  if (!ok) pipe.Close();  // whatever is left in it is garbage now
-  return ok;
-}
-
-// The fallback of SpliceRead: read into the thread's buffer, then writev.
-ssize_t CopyRead(int fd, abi::OutHeader header, const SpliceReply& reply) {
-  char* buffer = ThreadBuffer(reply.length);
-  absl::StatusOr<size_t> n = reply.store->Read(reply.offset, buffer, reply.length);
-  if (!n.ok() || *n < reply.length) {  // cannot happen: the disk is open, so it cannot shrink
-    header.len = sizeof(header);
-    header.error = -EIO;
-    return write(fd, &header, sizeof(header));
-  }
-  header.len = static_cast<uint32_t>(sizeof(header) + reply.length);
-  struct iovec iov[2] = {{&header, sizeof(header)}, {buffer, reply.length}};
-  return writev(fd, iov, 2);
-}
-
-ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
-  if (count == 2 && iov[1].iov_base == ThreadSpliceReply() &&
-      iov[0].iov_len == sizeof(abi::OutHeader)) {
-    abi::OutHeader header;
-    std::memcpy(&header, iov[0].iov_base, sizeof(header));
-    const SpliceReply& reply = *ThreadSpliceReply();
-    if (SpliceRead(fd, header, reply)) return static_cast<ssize_t>(sizeof(header) + reply.length);
-    return CopyRead(fd, header, reply);
-  }
-  const uint64_t init_unique = io_state.init_unique.load();
-  if (init_unique == 0 || io_state.init_done.load(std::memory_order_relaxed) || count < 1 ||
-      iov[0].iov_len < sizeof(abi::OutHeader)) {
-    return writev(fd, iov, count);
-  }
-  abi::OutHeader header;
-  std::memcpy(&header, iov[0].iov_base, sizeof(header));
-  if (header.unique != init_unique) return writev(fd, iov, count);
-
-  // The INIT reply: gather it, patch it, send it, then probe passthrough.
-  std::string reply;
-  for (int i = 0; i < count; ++i) {
-    reply.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
-  }
-  ConnectionState& conn = io_state.fs->connection();
-  if (header.error == 0 && reply.size() >= sizeof(abi::OutHeader) + sizeof(abi::InitOut)) {
-    abi::InitOut out;
-    std::memcpy(&out, reply.data() + sizeof(abi::OutHeader), sizeof(out));
-    out.flags &= ~abi::kWritebackCache;  // it would silently turn passthrough off
-    if (conn.kernel_offers_passthrough || conn.kernel_offers_allow_mmap) {
-      out.flags |= abi::kInitExt;
-    }
-    if (conn.kernel_offers_passthrough) {
-      out.flags2 |= abi::kFlags2Passthrough;
-      out.max_stack_depth = 1;  // backing files live on tmpfs (depth 0)
-    }
-    if (conn.kernel_offers_allow_mmap) {
-      out.flags2 |= abi::kFlags2DirectIoAllowMmap;
-      conn.allow_mmap = true;
-    }
-    std::memcpy(reply.data() + sizeof(abi::OutHeader), &out, sizeof(out));
-  }
-  ssize_t n = write(fd, reply.data(), reply.size());
-  int err = errno;
-  io_state.init_done = true;
-  // The kernel processed the reply inside write(): passthrough is decided.
-  if (n >= 0 && header.error == 0 && !io_state.fs->AfterInit(fd)) {
-    fuse_session_exit(io_state.fs->session());
-  }
-  if (n >= 0 && header.error == 0 && !io_state.fs->fatal())
-    NotifyReady(io_state.fs->table().size());
-  errno = err;
-  return n;
-}
-
-const fuse_custom_io kCustomIo = {
-    .writev = IoWritev,
-    .read = IoRead,
-    .splice_receive = nullptr,
-    .splice_send = nullptr,
-};
+// mount(8)'s exit statuses for itself and its helpers.
+constexpr int kExitUsage = 1;
+constexpr int kExitMountFailure = 32;
 
 // ---- shutdown ------------------------------------------------------------------
 
@@ -265,35 +113,36 @@ int RunSession(const Config& config, Filesystem& fs) {
   // libfuse copies argv into its own allocation when it adds an argument.
   absl::Cleanup free_args = [&fargs] { fuse_opt_free_args(&fargs); };
 
+  // The one cleanup path: whatever was set up is torn down in reverse order,
+  // on every return below.
   fuse_session* se = fuse_session_new(&fargs, Filesystem::Ops(), sizeof(fuse_lowlevel_ops), &fs);
   if (se == nullptr) {
     Log("cannot start a FUSE session (bad -o option?)");
-    return 1;
+    return kExitUsage;
   }
+  absl::Cleanup destroy = [se, &fs] {
+    fs.set_session(nullptr);
+    fuse_session_destroy(se);
+  };
   fs.set_session(se);
-  io_state.fs = &fs;
   if (fuse_session_mount(se, config.mountpoint.c_str()) != 0) {
     Log("cannot mount on ", config.mountpoint);
-    fuse_session_destroy(se);
-    return 32;
+    return kExitMountFailure;
   }
+  absl::Cleanup unmount = [se] { fuse_session_unmount(se); };
   // Same fd, read and written through our io from now on (the INIT request
-  // has not been read yet: the loop reads it).
-  if (fuse_session_custom_io(se, &kCustomIo, fuse_session_fd(se)) != 0) {
+  // has not been read yet: the loop reads it). The io finds its state
+  // through the session's userdata, the Filesystem.
+  if (fuse_session_custom_io(se, CustomIo(), fuse_session_fd(se)) != 0) {
     Log("cannot install the custom io");
-    fuse_session_unmount(se);
-    fuse_session_destroy(se);
-    return 32;
+    return kExitMountFailure;
   }
-  if (fuse_daemonize(config.foreground ? 1 : 0) != 0) {
-    fuse_session_unmount(se);
-    fuse_session_destroy(se);
-    return 32;
-  }
+  if (fuse_daemonize(config.foreground ? 1 : 0) != 0) return kExitMountFailure;
   if (!config.foreground) LogDetached();
 
     // Reclaim must not recurse into us while we serve a loop device's I/O
-    // (SPEC 6): brd's GFP_NOIO, as a task flag. Worker threads inherit it.
+    // (docs/design.md, "Loop devices and memory pressure"): brd's GFP_NOIO,
+    // as a task flag. Worker threads inherit it.
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
 #endif
@@ -327,12 +176,11 @@ int RunSession(const Config& config, Filesystem& fs) {
   NotifyStopping();
   stop = true;
   signals.join();
-  fuse_session_unmount(se);
-  fuse_session_destroy(se);
-  if (fs.fatal()) return 32;
+  if (fs.fatal()) return kExitMountFailure;
   if (loop_status < 0 && loop_status != -ENODEV) {
     Log("request loop ended with ", strerror(-loop_status));
   }
+  std::move(unmount).Invoke();
   Log("unmounted ", config.mountpoint);
   return 0;
 }

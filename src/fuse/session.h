@@ -1,10 +1,8 @@
 // Mounting, the request loop, and shutdown.
 //
-// The session reads and writes /dev/fuse through a custom io (libfuse 3.14's
-// fuse_session_custom_io) so that it can see the kernel's INIT request and
-// patch the INIT reply: libfuse 3.14 knows nothing of passthrough, so the
-// reply gets FUSE_INIT_EXT, FUSE_PASSTHROUGH and max_stack_depth=1 here, and
-// FUSE_DIRECT_IO_ALLOW_MMAP (FUSE-FACTS.md sections 0, 1.3 and the checklist).
+// The session reads and writes /dev/fuse through the custom io of
+// custom_io.h (libfuse 3.14's fuse_session_custom_io), which patches the
+// INIT reply for passthrough and splices large read replies.
 //
 // Shutdown: SIGINT/SIGTERM/SIGHUP are taken by a signal thread, which
 // unmounts (umount2, or fusermount3 -u when not root). While the mount is
@@ -22,8 +20,9 @@
 namespace ramdiskfs {
 
 // Mounts `fs` at config.mountpoint and serves until unmounted. Returns the
-// process exit status: 0 after a clean unmount, 1 if mounting failed, 2 if
-// dax was required and the kernel cannot do it.
+// process exit status, as mount(8) documents for its helpers: 0 after a
+// clean unmount, 1 for a bad -o option libfuse refused, 32 if mounting failed
+// or dax was required and the kernel cannot do it.
 int RunSession(const Config& config, Filesystem& fs);
 
 }  // namespace ramdiskfs

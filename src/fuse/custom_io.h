@@ -1,0 +1,74 @@
+// The transport: how requests are read from and replies written to
+// /dev/fuse. libfuse 3.14's request loop reads and writes through a custom
+// io (fuse_session_custom_io) installed by session.cc; this file is that io.
+// It does two things libfuse cannot:
+//
+//  1. INIT: it sees the kernel's INIT request (to learn whether the kernel
+//     offers passthrough and FUSE_DIRECT_IO_ALLOW_MMAP) and patches the INIT
+//     reply (FUSE_INIT_EXT, FUSE_PASSTHROUGH, max_stack_depth = 1,
+//     ALLOW_MMAP, never FUSE_WRITEBACK_CACHE), then runs the passthrough
+//     probe (Passthrough::AfterInit) once the kernel has the reply.
+//  2. Spliced read replies: ReplySplicedRead() hands the io a (backing fd,
+//     offset, length) triple; the io vmsplices the reply header into a
+//     per-thread pipe, splices the shmem pages after it (no copy) and splices
+//     the pipe into /dev/fuse — one copy, into the reader's pages — falling
+//     back to pread + writev when the pipe cannot take it.
+//
+// Its state (CustomIoState) belongs to the Filesystem and is reached through
+// the userdata libfuse passes to every io callback (the Filesystem given to
+// fuse_session_new), so nothing here is global but per-thread buffers.
+//
+// The transport boundary: ops.cc produces replies only through libfuse's
+// fuse_reply_* and ReplySplicedRead(); everything that touches the device fd
+// is here. A second transport (an io_uring request loop on the same /dev/fuse
+// connection, beside this one) hooks in at the same two points: it submits
+// what IoWritev writes (a spliced reply is a (fd, offset, length) it can
+// turn into a fixed-buffer read or a splice SQE), and it must run the INIT
+// patch before any other reply.
+
+#ifndef RAMDISKFS_FUSE_CUSTOM_IO_H_
+#define RAMDISKFS_FUSE_CUSTOM_IO_H_
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "ramdiskfs/page_store.h"
+
+namespace ramdiskfs {
+
+// Splice needs every page of a read reply in one pipe: the largest pipe an
+// unprivileged process may make is fs.pipe-max-size (1 MiB = 256 pages), and
+// the reply header takes one slot, so reads are capped at 255 pages with the
+// max_read mount option. Writes are not spliced and keep libfuse's 1 MiB.
+inline constexpr size_t kMaxReadBytes = 255 * 4096;
+inline constexpr size_t kMaxWriteBytes = 256 * 4096;
+// Below this, pread + writev (2 syscalls) beats vmsplice + 2 splices.
+inline constexpr size_t kSpliceMinBytes = 64 * 1024;
+
+// The custom io's per-connection state, owned by the Filesystem.
+struct CustomIoState {
+  std::atomic<uint64_t> init_unique{0};  // the INIT request's id, once read
+  std::atomic<bool> init_done{false};    // the INIT reply has been sent
+};
+
+// The io to install with fuse_session_custom_io(); the session's userdata
+// must be the Filesystem.
+const fuse_custom_io* CustomIo();
+
+// Replies to read request `req` with `length` bytes at `offset` of `store`'s
+// backing file, spliced (see above). The caller has already asked the disk
+// (Disk::PrepareSplicedRead) and `length` lies inside the disk.
+int ReplySplicedRead(fuse_req_t req, const PageStore& store, uint64_t offset, size_t length);
+
+// A buffer of at least `size` bytes owned by the calling thread, reused by
+// every request it serves: no allocation on the I/O path (docs/design.md,
+// "Loop devices and memory pressure").
+char* ThreadBuffer(size_t size);
+
+}  // namespace ramdiskfs
+
+#endif  // RAMDISKFS_FUSE_CUSTOM_IO_H_

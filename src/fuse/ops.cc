@@ -1,0 +1,492 @@
+// The op handlers and the op table. Each handler translates the request,
+// calls the core — the inode scheme (inodes.h), the ControlPlane for every
+// control operation, the Disk's I/O path for data — and sends exactly one
+// reply. Policy lives in the core; the FUSE wire details that libfuse lacks
+// live in passthrough.h and custom_io.h.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/time/clock.h"
+#include "ramdiskfs/size.h"
+#include "ramdiskfs/status.h"
+#include "src/fuse/custom_io.h"
+#include "src/fuse/filesystem.h"
+#include "src/fuse/inodes.h"
+#include "src/fuse/kernel_abi.h"
+#include "src/fuse/passthrough.h"
+
+namespace ramdiskfs {
+namespace {
+
+// ---- per-open state ----------------------------------------------------------
+
+// Owned by the kernel's file handle: made in OPEN/CREATE, deleted in RELEASE
+// (or at once if the open reply could not be delivered).
+struct OpenFile {
+  NodeKind kind;                          // kDiskFile or kControlFile
+  const ControlFileInfo* file = nullptr;  // control files
+  std::shared_ptr<Disk> disk;
+  bool for_write = false;
+  bool passthrough = false;
+  std::string content;         // control files: what a read returns (made at open)
+  bool bypass_writer = false;  // Disk::AddBypassWriter was called for it
+  // Disk::overflow_events() when this open last reported: a larger number
+  // at fsync/close means bytes were dropped since (ENOSPC).
+  uint64_t overflow_seen = 0;
+};
+
+OpenFile* FileOf(fuse_file_info* fi) { return reinterpret_cast<OpenFile*>(fi->fh); }
+
+Filesystem* FsOf(fuse_req_t req) { return static_cast<Filesystem*>(fuse_req_userdata(req)); }
+
+// Whether the request comes through an open of `disk` (the in-use rule does
+// not count the caller's own open). fi may be null.
+Caller CallerOf(fuse_req_t req, const Disk& disk, const fuse_file_info* fi) {
+  Caller caller;
+  caller.uid = fuse_req_ctx(req)->uid;
+  if (fi != nullptr && fi->fh != 0) {
+    const OpenFile* of = reinterpret_cast<const OpenFile*>(fi->fh);
+    caller.holds_open = of->kind == NodeKind::kDiskFile && of->disk.get() == &disk;
+  }
+  return caller;
+}
+
+// ---- replies -------------------------------------------------------------------
+
+// Attribute and entry lifetimes. Disks change size through control files and
+// other mounts of the same disk never exist, so one second is safe; the
+// control plane invalidates the kernel's copy whenever it changes a disk.
+constexpr double kAttrTimeout = 1.0;
+constexpr double kEntryTimeout = 1.0;
+
+void ReplyError(fuse_req_t req, const absl::Status& status) {
+  fuse_reply_err(req, StatusToErrno(status));
+}
+
+struct stat MakeStat(Filesystem& fs, const Node& node) {
+  struct stat st = {};
+  st.st_ino = node.ino;
+  st.st_uid = fs.options().uid;
+  st.st_gid = fs.options().gid;
+  st.st_blksize = kPageSize;
+  st.st_mtim = st.st_ctim = st.st_atim = fs.start_time();
+  if (IsDirectory(node.kind)) {
+    st.st_mode = S_IFDIR | 0755;
+    st.st_nlink = 2;
+    return st;
+  }
+  if (node.kind == NodeKind::kDiskFile) {
+    DiskAttributes attr = node.disk->attributes();
+    st.st_mode = S_IFREG | attr.permissions;
+    st.st_nlink = 1;
+    st.st_uid = attr.uid;
+    st.st_gid = attr.gid;
+    st.st_size = static_cast<off_t>(node.disk->size_bytes());
+    st.st_blocks = static_cast<blkcnt_t>(node.disk->store().allocated_bytes() / 512);
+    st.st_mtim = absl::ToTimespec(attr.mtime);
+    st.st_ctim = absl::ToTimespec(attr.ctime);
+    st.st_atim = st.st_mtim;
+    return st;
+  }
+  st.st_mode = S_IFREG | (node.file->readable ? 0444 : 0) | (node.file->writable ? 0200 : 0);
+  st.st_nlink = 1;
+  st.st_size = 4096;  // like sysfs: the real length is known only when read
+  return st;
+}
+
+void FillEntry(Filesystem& fs, const Node& node, fuse_entry_param* e) {
+  std::memset(e, 0, sizeof(*e));
+  e->ino = node.ino;
+  e->generation = 1;
+  e->attr = MakeStat(fs, node);
+  e->attr_timeout = kAttrTimeout;
+  e->entry_timeout = kEntryTimeout;
+}
+
+// ---- handlers --------------------------------------------------------------------
+
+void OnInit(void* userdata, fuse_conn_info* conn) { Passthrough::ConfigureInit(conn); }
+
+void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Filesystem& fs = *FsOf(req);
+  Node dir = Resolve(fs.table(), parent);
+  if (dir.kind == NodeKind::kInvalid) return (void)fuse_reply_err(req, ENOENT);
+  if (!IsDirectory(dir.kind)) return (void)fuse_reply_err(req, ENOTDIR);
+  fuse_entry_param e;
+  Node node = Lookup(fs.table(), dir, name);
+  if (node.kind == NodeKind::kInvalid) {
+    // A negative entry with a zero timeout: a disk made a moment later by
+    // `new` must be found at once.
+    std::memset(&e, 0, sizeof(e));
+    return (void)fuse_reply_entry(req, &e);
+  }
+  FillEntry(fs, node, &e);
+  fuse_reply_entry(req, &e);
+}
+
+void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = *FsOf(req);
+  Node node = Resolve(fs.table(), ino);
+  if (node.kind == NodeKind::kInvalid) return (void)fuse_reply_err(req, ENOENT);
+  if (node.kind == NodeKind::kDiskFile) {
+    // A dax write past the end reached the backing file without us: cut it
+    // back (or, while the disk grows, take its size) before reporting.
+    node.disk->SyncBackingFile();
+  }
+  struct stat st = MakeStat(fs, node);
+  fuse_reply_attr(req, &st, kAttrTimeout);
+}
+
+void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  Filesystem& fs = *FsOf(req);
+  Node node = Resolve(fs.table(), ino);
+  if (node.kind == NodeKind::kInvalid) return (void)fuse_reply_err(req, ENOENT);
+  if (node.kind != NodeKind::kDiskFile) {
+    // Control files: `echo x > file` may truncate first; that is a no-op.
+    // Directories and control files cannot be chmod'ed or chown'ed.
+    if (to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+                   FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)) {
+      return (void)fuse_reply_err(req, EPERM);
+    }
+    struct stat st = MakeStat(fs, node);
+    return (void)fuse_reply_attr(req, &st, kAttrTimeout);
+  }
+  Disk& disk = *node.disk;
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    absl::Status status =
+        fs.control().Truncate(disk, static_cast<uint64_t>(attr->st_size), CallerOf(req, disk, fi));
+    if (!status.ok()) return ReplyError(req, status);
+  }
+  if (to_set & FUSE_SET_ATTR_MODE) disk.SetPermissions(attr->st_mode);
+  if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+    disk.SetOwner((to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1),
+                  (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1));
+  }
+  if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+    disk.Touch();
+  } else if (to_set & FUSE_SET_ATTR_MTIME) {
+    disk.SetTimes(absl::TimeFromTimespec(attr->st_mtim));
+  }
+  struct stat st = MakeStat(fs, node);
+  fuse_reply_attr(req, &st, kAttrTimeout);
+}
+
+// create and mknod: the same disk, made through the control plane.
+absl::StatusOr<Node> CreateDiskFile(fuse_req_t req, std::string_view what, fuse_ino_t parent,
+                                    const char* name, mode_t mode) {
+  Filesystem& fs = *FsOf(req);
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  absl::StatusOr<std::shared_ptr<Disk>> disk =
+      fs.control().CreateFile(what, parent == kRootIno, name, mode, ctx->uid, ctx->gid);
+  if (!disk.ok()) return disk.status();
+  return DiskFileNode(*std::move(disk));
+}
+
+void OnMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  absl::StatusOr<Node> node = CreateDiskFile(req, "mknod", parent, name, mode);
+  if (!node.ok()) return ReplyError(req, node.status());
+  fuse_entry_param e;
+  FillEntry(*FsOf(req), *node, &e);
+  fuse_reply_entry(req, &e);
+}
+
+void OnRefuse(fuse_req_t req) { fuse_reply_err(req, EPERM); }
+void OnMkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { OnRefuse(req); }
+void OnSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { OnRefuse(req); }
+void OnLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { OnRefuse(req); }
+void OnRmdir(fuse_req_t req, fuse_ino_t, const char*) { OnRefuse(req); }
+void OnRename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
+  OnRefuse(req);
+}
+
+void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  if (parent != kRootIno) return (void)fuse_reply_err(req, EPERM);
+  fuse_reply_err(req, StatusToErrno(FsOf(req)->control().Unlink(true, name)));
+}
+
+void OpenDisk(Filesystem& fs, fuse_req_t req, std::shared_ptr<Disk> disk, fuse_file_info* fi,
+              const fuse_entry_param* entry) {
+  const int access = fi->flags & O_ACCMODE;
+  const bool for_write = access != O_RDONLY;
+  // ENOENT if a delete won the race with this open (its lookup came first).
+  if (absl::Status status = disk->Open(for_write); !status.ok()) {
+    return ReplyError(req, status);
+  }
+  const DiskOpenReply how = fs.passthrough().OpenFlags(*disk, access);
+  if (how.bypass_writer) {
+    if (absl::Status status = disk->AddBypassWriter(); !status.ok()) {
+      disk->Release(for_write);
+      return ReplyError(req, status);
+    }
+  }
+  auto* of = new OpenFile{
+      NodeKind::kDiskFile,    nullptr, disk, for_write, how.backing_id > 0, {}, how.bypass_writer,
+      disk->overflow_events()};
+  if (Passthrough::ReplyOpen(req, entry, reinterpret_cast<uint64_t>(of), how) != 0) {
+    // The opener went away (interrupted): the kernel sends no RELEASE.
+    disk->Release(for_write, how.bypass_writer);
+    delete of;
+  }
+}
+
+void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi) {
+  FsOf(req)->passthrough().WaitUntilInitialized();  // the open reply depends on the probe
+  absl::StatusOr<Node> node = CreateDiskFile(req, "create", parent, name, mode);
+  if (!node.ok()) return ReplyError(req, node.status());
+  Filesystem& fs = *FsOf(req);
+  fuse_entry_param e;
+  FillEntry(fs, *node, &e);
+  OpenDisk(fs, req, node->disk, fi, &e);
+}
+
+void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = *FsOf(req);
+  fs.passthrough().WaitUntilInitialized();  // open flags and stats depend on the probe
+  Node node = Resolve(fs.table(), ino);
+  if (node.kind == NodeKind::kInvalid) return (void)fuse_reply_err(req, ENOENT);
+  if (IsDirectory(node.kind)) return (void)fuse_reply_err(req, EISDIR);
+  if (node.kind == NodeKind::kDiskFile) return OpenDisk(fs, req, std::move(node.disk), fi, nullptr);
+  // A control file. Like sysfs, the access mode must fit the file even for
+  // root (who would pass the permission bits).
+  const ControlFileInfo& info = *node.file;
+  const int acc = fi->flags & O_ACCMODE;
+  if ((acc != O_WRONLY && !info.readable) || (acc != O_RDONLY && !info.writable)) {
+    return (void)fuse_reply_err(req, EACCES);
+  }
+  auto* of = new OpenFile{NodeKind::kControlFile, &info, node.disk, acc != O_RDONLY, false, {}};
+  if (info.readable) of->content = fs.control().Content(info.file, node.disk.get());
+  fi->fh = reinterpret_cast<uint64_t>(of);
+  fi->direct_io = 1;  // reads come to the daemon whatever st_size says
+  fi->keep_cache = 0;
+  fi->nonseekable = 0;
+  if (fuse_reply_open(req, fi) != 0) delete of;
+}
+
+// Reads the daemon serves: direct/cached/null disks (dax reads never arrive,
+// except through an open that fell back) and control files.
+void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  OpenFile* of = FileOf(fi);
+  if (off < 0) return (void)fuse_reply_err(req, EINVAL);
+  if (of->kind != NodeKind::kDiskFile) {
+    // The reply is copied out of the open file first: the kernel may wake the
+    // reader, which may close, and another worker may free `of` on RELEASE,
+    // while this thread is still returning from writev().
+    const std::string& c = of->content;
+    if (static_cast<uint64_t>(off) >= c.size()) return (void)fuse_reply_buf(req, nullptr, 0);
+    const size_t n = std::min(size, c.size() - static_cast<size_t>(off));
+    char* buffer = ThreadBuffer(n);
+    std::memcpy(buffer, c.data() + off, n);
+    return (void)fuse_reply_buf(req, buffer, n);
+  }
+  Disk& disk = *of->disk;
+  const uint64_t offset = static_cast<uint64_t>(off);
+  if (size >= kSpliceMinBytes && size <= kMaxReadBytes && offset % kPageSize == 0) {
+    absl::StatusOr<size_t> n = disk.PrepareSplicedRead(offset, size);
+    if (!n.ok()) return ReplyError(req, n.status());
+    if (*n > 0) return (void)ReplySplicedRead(req, disk.store(), offset, *n);
+  }
+  char* buffer = ThreadBuffer(size);
+  absl::StatusOr<size_t> n = disk.Read(offset, buffer, size);
+  if (!n.ok()) return ReplyError(req, n.status());
+  fuse_reply_buf(req, buffer, *n);
+}
+
+void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+             fuse_file_info* fi) {
+  OpenFile* of = FileOf(fi);
+  if (off < 0) return (void)fuse_reply_err(req, EINVAL);
+  if (of->kind == NodeKind::kDiskFile) {
+    absl::StatusOr<size_t> n = of->disk->Write(static_cast<uint64_t>(off), buf, size);
+    if (!n.ok()) return ReplyError(req, n.status());
+    return (void)fuse_reply_write(req, *n);
+  }
+  absl::Status status =
+      FsOf(req)->control().Write(of->file->file, of->disk, static_cast<uint64_t>(off), {buf, size});
+  if (!status.ok()) return ReplyError(req, status);
+  fuse_reply_write(req, size);
+}
+
+void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  OpenFile* of = FileOf(fi);
+  if (of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, 0);
+  const int err = Passthrough::ReportOverflow(*of->disk, of->for_write, &of->overflow_seen);
+  FsOf(req)->control().Closed(*of->disk);
+  fuse_reply_err(req, err);
+}
+
+void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  OpenFile* of = FileOf(fi);
+  if (of->kind == NodeKind::kDiskFile) {
+    if (of->passthrough && of->for_write) of->disk->SyncBackingFile();
+    FsOf(req)->control().Released(*of->disk, of->for_write, of->bypass_writer);
+  }
+  delete of;
+  fuse_reply_err(req, 0);
+}
+
+void OnFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+  OpenFile* of = FileOf(fi);
+  if (of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, 0);
+  // A dax write past the end is found here too (ENOSPC); then the disk syncs.
+  if (int err = Passthrough::ReportOverflow(*of->disk, of->for_write, &of->overflow_seen)) {
+    return (void)fuse_reply_err(req, err);
+  }
+  fuse_reply_err(req, StatusToErrno(of->disk->Sync()));
+}
+
+void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Filesystem& fs = *FsOf(req);
+  Node node = Resolve(fs.table(), ino);
+  if (node.kind == NodeKind::kInvalid) return (void)fuse_reply_err(req, ENOENT);
+  if (!IsDirectory(node.kind)) return (void)fuse_reply_err(req, ENOTDIR);
+  fi->fh = 0;
+  fuse_reply_open(req, fi);
+}
+
+void OnReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  Filesystem& fs = *FsOf(req);
+  Node node = Resolve(fs.table(), ino);
+  if (node.kind == NodeKind::kInvalid) return (void)fuse_reply_err(req, ENOENT);
+  if (!IsDirectory(node.kind)) return (void)fuse_reply_err(req, ENOTDIR);
+  const std::vector<DirEntry> entries = ListDirectory(fs.table(), node);
+  std::string buf(size, '\0');
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(std::max<off_t>(off, 0)); i < entries.size(); ++i) {
+    struct stat st = {};
+    st.st_ino = entries[i].ino;
+    st.st_mode = entries[i].is_dir ? S_IFDIR : S_IFREG;
+    size_t need = fuse_add_direntry(req, buf.data() + used, size - used, entries[i].name.c_str(),
+                                    &st, static_cast<off_t>(i + 1));
+    if (need > size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void OnStatfs(fuse_req_t req, fuse_ino_t ino) {
+  Filesystem& fs = *FsOf(req);
+  MemoryPool& pool = fs.table().pool();
+  struct statvfs st = {};
+  const uint64_t max = pool.max_bytes();
+  const uint64_t used = std::min(pool.used_bytes(), max);
+  st.f_bsize = kPageSize;
+  st.f_frsize = kPageSize;
+  st.f_blocks = max / kPageSize;
+  st.f_bfree = (max - used) / kPageSize;
+  st.f_bavail = st.f_bfree;
+  st.f_files = kMaxDisks;
+  st.f_ffree = kMaxDisks - std::min<size_t>(fs.table().size(), kMaxDisks);
+  st.f_favail = st.f_ffree;
+  st.f_namemax = kMaxNameBytes;
+  fuse_reply_statfs(req, &st);
+}
+
+void OnIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* arg, fuse_file_info* fi,
+             unsigned flags, const void* in_buf, size_t in_bufsz, size_t out_bufsz) {
+  OpenFile* of = FileOf(fi);
+  if (of == nullptr || of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, ENOTTY);
+  Disk& disk = *of->disk;
+  switch (cmd) {
+    case abi::kBlkGetSize64: {
+      uint64_t size = disk.size_bytes();
+      if (out_bufsz < sizeof(size)) return (void)fuse_reply_err(req, EINVAL);
+      return (void)fuse_reply_ioctl(req, 0, &size, sizeof(size));
+    }
+    case abi::kBlkBszGet: {
+      // The kernel's BLKBSZGET writes an int although the number encodes
+      // size_t; answer all 8 bytes so either reading is right.
+      uint64_t block = kPageSize;
+      if (out_bufsz < sizeof(int)) return (void)fuse_reply_err(req, EINVAL);
+      return (void)fuse_reply_ioctl(req, 0, &block, std::min(out_bufsz, sizeof(block)));
+    }
+    case abi::kBlkFlsBuf: {
+      absl::Status status = FsOf(req)->control().FlushBuffers(disk, CallerOf(req, disk, fi));
+      if (!status.ok()) return ReplyError(req, status);
+      return (void)fuse_reply_ioctl(req, 0, nullptr, 0);
+    }
+    default:
+      // Includes the _IO() block ioctls (BLKGETSIZE, BLKSSZGET, BLKROSET...):
+      // FUSE carries no data for an ioctl whose number encodes no size, so a
+      // success would leave the caller's buffer unset (docs/design.md, Errors).
+      return (void)fuse_reply_err(req, ENOTTY);
+  }
+}
+
+void OnFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                 fuse_file_info* fi) {
+  OpenFile* of = FileOf(fi);
+  if (of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  if (offset < 0 || length <= 0) return (void)fuse_reply_err(req, EINVAL);
+  // Never ENOSYS: the kernel would turn fallocate off for the whole mount.
+  absl::Status status =
+      of->disk->Fallocate(mode, static_cast<uint64_t>(offset), static_cast<uint64_t>(length));
+  fuse_reply_err(req, StatusToErrno(status));
+}
+
+void OnLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
+  OpenFile* of = FileOf(fi);
+  if (of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, EINVAL);
+  if (off < 0) return (void)fuse_reply_err(req, ENXIO);
+  // The kernel handles SEEK_SET/CUR/END itself.
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) return (void)fuse_reply_err(req, EINVAL);
+  Disk& disk = *of->disk;
+  const uint64_t offset = static_cast<uint64_t>(off);
+  if (disk.mode() == DataMode::kNull) {
+    // null mode holds nothing: all hole.
+    if (offset >= disk.size_bytes()) return (void)fuse_reply_err(req, ENXIO);
+    if (whence == SEEK_DATA) return (void)fuse_reply_err(req, ENXIO);
+    return (void)fuse_reply_lseek(req, off);
+  }
+  absl::StatusOr<uint64_t> pos =
+      whence == SEEK_DATA ? disk.store().SeekData(offset) : disk.store().SeekHole(offset);
+  if (!pos.ok()) return ReplyError(req, pos.status());
+  fuse_reply_lseek(req, static_cast<off_t>(*pos));
+}
+
+void OnForget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
+
+const fuse_lowlevel_ops kOps = [] {
+  fuse_lowlevel_ops ops = {};
+  ops.init = OnInit;
+  ops.lookup = OnLookup;
+  ops.forget = OnForget;
+  ops.getattr = OnGetattr;
+  ops.setattr = OnSetattr;
+  ops.mknod = OnMknod;
+  ops.mkdir = OnMkdir;
+  ops.unlink = OnUnlink;
+  ops.rmdir = OnRmdir;
+  ops.symlink = OnSymlink;
+  ops.rename = OnRename;
+  ops.link = OnLink;
+  ops.open = OnOpen;
+  ops.read = OnRead;
+  ops.write = OnWrite;
+  ops.flush = OnFlush;
+  ops.release = OnRelease;
+  ops.fsync = OnFsync;
+  ops.opendir = OnOpendir;
+  ops.readdir = OnReaddir;
+  ops.statfs = OnStatfs;
+  ops.create = OnCreate;
+  ops.ioctl = OnIoctl;
+  ops.fallocate = OnFallocate;
+  ops.lseek = OnLseek;
+  return ops;
+}();
+
+}  // namespace
+
+const fuse_lowlevel_ops* Filesystem::Ops() { return &kOps; }
+
+}  // namespace ramdiskfs
