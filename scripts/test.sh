@@ -86,6 +86,11 @@ if ((!quick)) && [[ -x build-asan/ramdiskfs ]]; then
     --junitxml="$results/integration-asan.xml" "$@" || fail "integration tests (ASan daemon)"
 fi
 
+if ((!quick)); then
+  stage "Debian package: build, apt-get install, mount -t fuse.ramdiskfs, purge"
+  scripts/test-package.sh || fail "package"
+fi
+
 stage "summary"
 /usr/bin/python3 - "$results" <<'PY'
 import glob, sys, xml.etree.ElementTree as ET
