@@ -17,8 +17,8 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "ramdiskfs/types.h"
 #include "ramdiskfs/size.h"
+#include "ramdiskfs/types.h"
 #include "src/text.h"
 
 namespace ramdiskfs {
