@@ -64,9 +64,16 @@ void FuzzSizes(std::string_view text) {
   absl::StatusOr<uint64_t> disk_size = ParseDiskSize(text);
   CheckError(disk_size.status());
   if (size.ok()) {
-    // Only digits and a suffix: never empty, never a sign or a space.
+    // Digits, at most one '.' with digits after it, and a suffix: never empty,
+    // never a sign or a space; a fraction always has a unit after it.
     CHECK_INVARIANT(!text.empty() && text[0] >= '0' && text[0] <= '9', text);
-    CHECK_INVARIANT(text.find_first_of(" \t\n+-.") == std::string_view::npos, text);
+    CHECK_INVARIANT(text.find_first_of(" \t\n+-,") == std::string_view::npos, text);
+    const size_t dot = text.find('.');
+    CHECK_INVARIANT(dot == std::string_view::npos ||
+                        (text.find('.', dot + 1) == std::string_view::npos &&
+                         dot + 1 < text.size() && text[dot + 1] >= '0' && text[dot + 1] <= '9' &&
+                         text.find_first_of("KMGTPkmgtp", dot) != std::string_view::npos),
+                    text);
     // The plain decimal form reads back the same.
     absl::StatusOr<uint64_t> again = ParseSize(std::to_string(*size));
     CHECK_INVARIANT(again.ok() && *again == *size, text);
