@@ -70,8 +70,10 @@ void Disk::Release(bool for_write, bool bypass_writer) {
   }
   if (fix_size) {
     // The creator is done: take what passthrough wrote, round up to a page,
-    // and from now on the size is fixed like any other disk's.
-    SyncBackingFile();
+    // and from now on the size is fixed like any other disk's. (Not
+    // SyncBackingFile: growing_ is already false, so it would cut what the
+    // creator wrote as an overflow instead of adopting it.)
+    if (mode() == DataMode::kDax) (void)store_->AdoptBackingSize();
     RoundUpGrowth();
     Log("disk ", name_, " is complete: ", size_bytes(), " bytes");
   }
@@ -180,7 +182,8 @@ absl::StatusOr<size_t> Disk::Write(uint64_t offset, const char* buf, size_t leng
   auto undo_growth = [&](size_t written) {
     if (grew_to <= grew_from) return;
     const uint64_t end = std::max<uint64_t>(grew_from, offset + written);
-    store_->ShrinkGrowth(grew_to, (end + kLogicalBlockSize - 1) & ~(kLogicalBlockSize - 1));
+    // end <= grew_to <= kMaxDiskBytes, a multiple of 512: rounding cannot fail.
+    store_->ShrinkGrowth(grew_to, *RoundUp(end, kLogicalBlockSize));
   };
   size_t n;
   if (mode() == DataMode::kNull) {

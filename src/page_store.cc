@@ -224,8 +224,8 @@ absl::StatusOr<bool> PageStore::AdoptBackingSize() {
   const uint64_t backing = static_cast<uint64_t>(st.st_size);
   std::lock_guard lock(resize_mu_);
   if (backing <= size_bytes()) return false;
-  uint64_t rounded = (backing + kLogicalBlockSize - 1) & ~(kLogicalBlockSize - 1);
-  if (rounded > kMaxDiskBytes) rounded = kMaxDiskBytes;
+  const uint64_t rounded =
+      backing >= kMaxDiskBytes ? kMaxDiskBytes : *RoundUp(backing, kLogicalBlockSize);
   if (rounded != backing && ftruncate(fd_, static_cast<off_t>(rounded)) != 0) {
     return ErrnoStatus(errno, "ftruncate(backing file) to a whole sector");
   }
