@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -116,6 +117,7 @@ absl::StatusOr<NewDiskRequest> ParseNewCommand(std::string_view text) {
   request.size_bytes = *size;
 
   bool seen_mode = false, seen_readonly = false;
+  std::set<std::string> seen_cache_keys;
   for (size_t i = 2; i < fields->size(); ++i) {
     const std::string_view field = (*fields)[i];
     const size_t eq = field.find('=');
@@ -124,6 +126,14 @@ absl::StatusOr<NewDiskRequest> ParseNewCommand(std::string_view text) {
     }
     const std::string_view key = field.substr(0, eq);
     const std::string_view value = field.substr(eq + 1);
+    absl::StatusOr<bool> cache_key = ApplyCacheKey(key, value, &request.cache);
+    if (!cache_key.ok()) return Prefixed(kFile, cache_key.status());
+    if (*cache_key) {
+      if (!seen_cache_keys.insert(std::string(key)).second) {
+        return Invalid(kFile, absl::StrCat("repeated key ", Quote(key)));
+      }
+      continue;
+    }
     if (key == "mode") {
       if (seen_mode) return Invalid(kFile, "repeated key 'mode'");
       seen_mode = true;
@@ -141,8 +151,8 @@ absl::StatusOr<NewDiskRequest> ParseNewCommand(std::string_view text) {
                      "image= is only allowed on the command line: control files never "
                      "open paths");
     } else {
-      return Invalid(kFile,
-                     absl::StrCat("unknown key ", Quote(key), " (expected mode or readonly)"));
+      return Invalid(kFile, absl::StrCat("unknown key ", Quote(key), " (expected mode, readonly, ",
+                                         AsAbsl(kCacheKeyNames), ")"));
     }
   }
   return request;
