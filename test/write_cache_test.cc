@@ -475,7 +475,7 @@ TEST(CacheControlTest, RejectsBadValuesWithOneLineNamingTheFile) {
            {ParseCacheValue("").status(), "cache"},
            {ParseCacheValue("none\n\n").status(), "cache"},
            {ParseCacheSizeValue("-1").status(), "cache_size"},
-           {ParseCacheSizeValue("1.5G").status(), "cache_size"},
+           {ParseCacheSizeValue("1.5").status(), "cache_size"},  // a fraction needs a unit
            {ParsePowercutPolicyValue("half").status(), "powercut_policy"},
            {ParsePowercutSeedValue("18446744073709551616").status(), "powercut_seed"},
            {ParsePowercutSeedValue("-3").status(), "powercut_seed"},
