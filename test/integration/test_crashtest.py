@@ -16,7 +16,8 @@ import sys
 
 import pytest
 
-from conftest import BIN, ROOT, _loops_backed_by, _mounts_of, is_mounted, require_loop, run
+from support.mounts import BIN, ROOT, is_mounted, loops_backed_by, mounts_of, run
+from support.require import require_loop
 
 TOOL = ROOT / "tools" / "ramdiskfs-crashtest"
 FSOPS = ROOT / "tools" / "crashtest" / "fsops.py"
@@ -37,8 +38,8 @@ def crashtest(tmp_path):
         return res.returncode, json.loads(res.stdout)
 
     yield call
-    loops = _loops_backed_by(tmp_path)
-    for target in _mounts_of(loops):
+    loops = loops_backed_by(tmp_path)
+    for target in mounts_of(loops):
         run("umount", "-l", target, check=False)
     for dev in loops:
         run("losetup", "-d", dev, check=False)
