@@ -266,8 +266,8 @@ void FuzzCacheControl(std::string_view text) {
   if (eq != std::string_view::npos) {
     CacheSettings settings;
     settings.seed = 42;
-    absl::StatusOr<bool> applied = ApplyCacheKey(text.substr(0, eq), text.substr(eq + 1),
-                                                 &settings);
+    absl::StatusOr<bool> applied =
+        ApplyCacheKey(text.substr(0, eq), text.substr(eq + 1), &settings);
     CheckError(applied.status());
     if (!applied.ok() || !*applied) {
       CHECK_INVARIANT(settings.seed == 42 && settings.mode == CacheMode::kNone &&

@@ -279,8 +279,7 @@ absl::Status ControlPlane::NewDisk(std::string_view text) {
   spec.mode = request.mode.value_or(options_.default_mode);
   // A volatile cache needs the daemon to see every I/O (SPEC 11): it
   // implies direct unless mode= says otherwise.
-  if (request.cache.mode == CacheMode::kVolatile && !request.mode &&
-      spec.mode == DataMode::kDax) {
+  if (request.cache.mode == CacheMode::kVolatile && !request.mode && spec.mode == DataMode::kDax) {
     spec.mode = DataMode::kDirect;
   }
   if (request.cache.mode == CacheMode::kVolatile) {

@@ -238,10 +238,9 @@ TEST_F(DiskTest, StatsRowsAreInTheDocumentedOrder) {
   std::vector<std::string> keys;
   for (const auto& [k, v] : disk->StatsRows()) keys.push_back(k);
   const std::vector<std::string> expected = {
-      "name",           "size",        "allocated_bytes", "allocated_pages", "mode",
-      "requested_mode", "readonly",    "opens",           "reads",           "writes",
-      "read_bytes",     "write_bytes", "discards",        "discard_bytes",   "flushes",
-      "fallback",       "passthrough", "overflow_bytes",  "growing",
+      "name", "size", "allocated_bytes", "allocated_pages", "mode", "requested_mode", "readonly",
+      "opens", "reads", "writes", "read_bytes", "write_bytes", "discards", "discard_bytes",
+      "flushes", "fallback", "passthrough", "overflow_bytes", "growing",
       // the volatile write cache and power (SPEC 11)
       "cache", "power", "flushes_received", "writes_made_durable", "powercuts",
       "cache_allocated_bytes"};

@@ -28,8 +28,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ramdiskfs/page_store.h"
-#include "ramdiskfs/write_cache.h"
 #include "ramdiskfs/types.h"
+#include "ramdiskfs/write_cache.h"
 
 namespace ramdiskfs {
 
