@@ -28,32 +28,6 @@ absl::Status Invalid(std::string_view file, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(AsAbsl(file), ": ", why));
 }
 
-bool IsBlank(char c) { return c == ' ' || c == '\t'; }
-
-// The one field of a single-value control file (control.h's input rules).
-absl::StatusOr<std::string_view> OneField(std::string_view file, std::string_view text,
-                                          std::string_view syntax) {
-  if (text.size() > kMaxControlWrite) {
-    return Invalid(file, absl::StrCat("input too long (", text.size(), " bytes, at most ",
-                                      kMaxControlWrite, ")"));
-  }
-  if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
-  if (text.find('\n') != std::string_view::npos) return Invalid(file, "more than one line");
-  if (text.find('\0') != std::string_view::npos) return Invalid(file, "NUL byte in input");
-  while (!text.empty() && IsBlank(text.front())) text.remove_prefix(1);
-  while (!text.empty() && IsBlank(text.back())) text.remove_suffix(1);
-  if (text.empty()) return Invalid(file, "empty input");
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (IsBlank(text[i])) {
-      size_t j = i;
-      while (IsBlank(text[j])) ++j;
-      return Invalid(file, absl::StrCat("unexpected field ", Quote(text.substr(j)), " (expected ",
-                                        AsAbsl(syntax), ")"));
-    }
-  }
-  return text;
-}
-
 // Value parsers shared by control files (file = name) and keys (file = "").
 absl::StatusOr<CacheMode> CacheModeOf(std::string_view file, std::string_view value) {
   for (CacheMode mode : {CacheMode::kNone, CacheMode::kVolatile}) {
@@ -130,14 +104,14 @@ std::string_view WriteFateName(WriteFate fate) {
 
 absl::StatusOr<CacheMode> ParseCacheValue(std::string_view text) {
   constexpr std::string_view kFile = "cache";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "none or volatile");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "none or volatile");
   if (!value.ok()) return value.status();
   return CacheModeOf(kFile, *value);
 }
 
 absl::StatusOr<uint64_t> ParseCacheSizeValue(std::string_view text) {
   constexpr std::string_view kFile = "cache_size";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "SIZE");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "SIZE");
   if (!value.ok()) return value.status();
   return CacheSizeOf(kFile, *value);
 }
@@ -145,21 +119,21 @@ absl::StatusOr<uint64_t> ParseCacheSizeValue(std::string_view text) {
 absl::StatusOr<PowercutPolicy> ParsePowercutPolicyValue(std::string_view text) {
   constexpr std::string_view kFile = "powercut_policy";
   absl::StatusOr<std::string_view> value =
-      OneField(kFile, text, "all_lost, random, prefix or torn");
+      ParseOneField(kFile, text, "all_lost, random, prefix or torn");
   if (!value.ok()) return value.status();
   return PolicyOf(kFile, *value);
 }
 
 absl::StatusOr<uint64_t> ParsePowercutSeedValue(std::string_view text) {
   constexpr std::string_view kFile = "powercut_seed";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "a decimal number");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "a decimal number");
   if (!value.ok()) return value.status();
   return SeedOf(kFile, *value);
 }
 
 absl::StatusOr<bool> ParsePowerValue(std::string_view text) {
   constexpr std::string_view kFile = "power";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "0 or 1");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "0 or 1");
   if (!value.ok()) return value.status();
   if (*value == "0") return false;
   if (*value == "1") return true;
@@ -168,7 +142,7 @@ absl::StatusOr<bool> ParsePowerValue(std::string_view text) {
 
 absl::StatusOr<uint64_t> ParsePowercutAtFlushValue(std::string_view text) {
   constexpr std::string_view kFile = "powercut_at_flush";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "a decimal number");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "a decimal number");
   if (!value.ok()) return value.status();
   absl::StatusOr<uint64_t> n = SeedOf("", *value);
   if (!n.ok()) {

@@ -83,14 +83,6 @@ absl::StatusOr<std::vector<std::string_view>> ExactFields(std::string_view file,
   return fields;
 }
 
-// The one field of a single-value file.
-absl::StatusOr<std::string_view> OneField(std::string_view file, std::string_view text,
-                                          std::string_view syntax) {
-  absl::StatusOr<std::vector<std::string_view>> fields = ExactFields(file, text, 1, syntax);
-  if (!fields.ok()) return fields.status();
-  return (*fields)[0];
-}
-
 absl::StatusOr<bool> ParseZeroOne(std::string_view file, std::string_view what,
                                   std::string_view value) {
   if (value == "0") return false;
@@ -99,6 +91,13 @@ absl::StatusOr<bool> ParseZeroOne(std::string_view file, std::string_view what,
 }
 
 }  // namespace
+
+absl::StatusOr<std::string_view> ParseOneField(std::string_view file, std::string_view text,
+                                               std::string_view syntax) {
+  absl::StatusOr<std::vector<std::string_view>> fields = ExactFields(file, text, 1, syntax);
+  if (!fields.ok()) return fields.status();
+  return (*fields)[0];
+}
 
 absl::StatusOr<NewDiskRequest> ParseNewCommand(std::string_view text) {
   constexpr std::string_view kFile = "new";
@@ -160,7 +159,7 @@ absl::StatusOr<NewDiskRequest> ParseNewCommand(std::string_view text) {
 
 absl::StatusOr<std::string> ParseDeleteCommand(std::string_view text) {
   constexpr std::string_view kFile = "delete";
-  absl::StatusOr<std::string_view> name = OneField(kFile, text, "NAME");
+  absl::StatusOr<std::string_view> name = ParseOneField(kFile, text, "NAME");
   if (!name.ok()) return name.status();
   if (absl::Status status = ValidateDiskName(*name); !status.ok()) return Prefixed(kFile, status);
   return std::string(*name);
@@ -183,14 +182,14 @@ absl::StatusOr<ByteRange> ParseDiscardCommand(std::string_view text) {
 
 absl::StatusOr<bool> ParseBoolValue(std::string_view text) {
   constexpr std::string_view kFile = "readonly";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "0 or 1");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "0 or 1");
   if (!value.ok()) return value.status();
   return ParseZeroOne(kFile, "value", *value);
 }
 
 absl::StatusOr<uint64_t> ParseDiskSizeValue(std::string_view text) {
   constexpr std::string_view kFile = "size";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "SIZE");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "SIZE");
   if (!value.ok()) return value.status();
   absl::StatusOr<uint64_t> size = ParseDiskSize(*value);
   if (!size.ok()) return Prefixed(kFile, size.status());
@@ -199,7 +198,7 @@ absl::StatusOr<uint64_t> ParseDiskSizeValue(std::string_view text) {
 
 absl::StatusOr<uint64_t> ParseMemorySizeValue(std::string_view text) {
   constexpr std::string_view kFile = "max_memory";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "SIZE");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "SIZE");
   if (!value.ok()) return value.status();
   absl::StatusOr<uint64_t> size = ParseSize(*value);
   if (!size.ok()) return Prefixed(kFile, size.status());
@@ -217,7 +216,8 @@ absl::StatusOr<uint64_t> ParseMemorySizeValue(std::string_view text) {
 
 absl::StatusOr<DataMode> ParseModeValue(std::string_view text) {
   constexpr std::string_view kFile = "mode";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "dax, direct, cached or null");
+  absl::StatusOr<std::string_view> value =
+      ParseOneField(kFile, text, "dax, direct, cached or null");
   if (!value.ok()) return value.status();
   absl::StatusOr<DataMode> mode = ParseDataMode(*value);
   if (!mode.ok()) return Prefixed(kFile, mode.status());
@@ -226,7 +226,7 @@ absl::StatusOr<DataMode> ParseModeValue(std::string_view text) {
 
 absl::Status ParseFlushCommand(std::string_view text) {
   constexpr std::string_view kFile = "flush";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "1");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "1");
   if (!value.ok()) return value.status();
   if (*value != "1") return Invalid(kFile, absl::StrCat("bad value ", Quote(*value), ": write 1"));
   return absl::OkStatus();

@@ -56,6 +56,12 @@ struct ByteRange {
 };
 absl::StatusOr<ByteRange> ParseDiscardCommand(std::string_view text);
 
+// The one field of a single-value control file `file`, under the input
+// rules above (EINVAL "file: ..." otherwise); `syntax` shows the form in
+// the error. For other single-value files (cache_control.h).
+absl::StatusOr<std::string_view> ParseOneField(std::string_view file, std::string_view text,
+                                               std::string_view syntax);
+
 // `readonly`: "0" or "1".
 absl::StatusOr<bool> ParseBoolValue(std::string_view text);
 // `size`: a disk size (ParseDiskSize: rounds up to 512).
