@@ -19,17 +19,12 @@
 #include "ramdiskfs/page_store.h"
 #include "ramdiskfs/size.h"
 #include "ramdiskfs/status.h"
+#include "test/test_disks.h"
 
 namespace ramdiskfs {
 namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
-
-std::vector<StoreKind> Kinds() {
-  std::vector<StoreKind> kinds = {StoreKind::kMemfd};
-  if (MemoryPool::Create(StoreKind::kTmpfs, kMiB).ok()) kinds.push_back(StoreKind::kTmpfs);
-  return kinds;
-}
 
 class WriteCacheTest : public ::testing::TestWithParam<StoreKind> {
  protected:
@@ -452,7 +447,7 @@ TEST_P(WriteCacheTest, ConcurrentWritesFlushesAndCuts) {
   EXPECT_EQ(cache_->stats().powercuts.load(), 31u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Kinds, WriteCacheTest, ::testing::ValuesIn(Kinds()),
+INSTANTIATE_TEST_SUITE_P(Kinds, WriteCacheTest, ::testing::ValuesIn(TestStoreKinds()),
                          [](const auto& info) { return std::string(StoreKindName(info.param)); });
 
 // ---- parsers ------------------------------------------------------------------------
