@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "ramdiskfs/cache_control.h"
 #include "ramdiskfs/control.h"
 #include "ramdiskfs/options.h"
 #include "ramdiskfs/size.h"
@@ -242,6 +243,52 @@ void FuzzCommandLine(std::string_view text) {
   }
 }
 
+// The write-cache control files, --disk keys and powercut_log (cache_control.h).
+void FuzzCacheControl(std::string_view text) {
+  absl::StatusOr<CacheMode> cache = ParseCacheValue(text);
+  CheckError(cache.status());
+  if (cache.ok()) CHECK_INVARIANT(CacheModeName(*cache) == Trimmed(text), text);
+
+  absl::StatusOr<PowercutPolicy> policy = ParsePowercutPolicyValue(text);
+  CheckError(policy.status());
+  if (policy.ok()) CHECK_INVARIANT(PowercutPolicyName(*policy) == Trimmed(text), text);
+
+  absl::StatusOr<uint64_t> seed = ParsePowercutSeedValue(text);
+  CheckError(seed.status());
+  if (seed.ok()) {
+    // A plain decimal; leading zeros are allowed ("007" is seed 7).
+    std::string_view digits = Trimmed(text);
+    while (digits.size() > 1 && digits.front() == '0') digits.remove_prefix(1);
+    CHECK_INVARIANT(std::to_string(*seed) == digits, text);
+  }
+  CheckError(ParsePowercutAtFlushValue(text).status());
+  CheckError(ParseCacheSizeValue(text).status());
+
+  absl::StatusOr<bool> power = ParsePowerValue(text);
+  CheckError(power.status());
+  if (power.ok()) CHECK_INVARIANT(Trimmed(text) == (*power ? "1" : "0"), text);
+
+  // key=value: an error leaves the settings as they were.
+  const size_t eq = text.find('=');
+  if (eq != std::string_view::npos) {
+    CacheSettings settings;
+    settings.seed = 42;
+    absl::StatusOr<bool> applied =
+        ApplyCacheKey(text.substr(0, eq), text.substr(eq + 1), &settings);
+    CheckError(applied.status());
+    if (!applied.ok() || !*applied) {
+      CHECK_INVARIANT(settings.seed == 42 && settings.mode == CacheMode::kNone &&
+                          settings.cache_size_bytes == 0 &&
+                          settings.policy == PowercutPolicy::kAllLost,
+                      text);
+    }
+  }
+
+  // powercut_log: whatever parses renders back to the same text.
+  absl::StatusOr<std::vector<PowercutRecord>> log = ParsePowercutLog(text);
+  if (log.ok()) CHECK_INVARIANT(RenderPowercutLog(*log) == text, text);
+}
+
 }  // namespace
 }  // namespace ramdiskfs
 
@@ -250,6 +297,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   FuzzSizes(text);
   FuzzControl(text);
+  FuzzCacheControl(text);
   FuzzKeyValues(text);
   FuzzCommandLine(text);
 

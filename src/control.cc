@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -82,14 +83,6 @@ absl::StatusOr<std::vector<std::string_view>> ExactFields(std::string_view file,
   return fields;
 }
 
-// The one field of a single-value file.
-absl::StatusOr<std::string_view> OneField(std::string_view file, std::string_view text,
-                                          std::string_view syntax) {
-  absl::StatusOr<std::vector<std::string_view>> fields = ExactFields(file, text, 1, syntax);
-  if (!fields.ok()) return fields.status();
-  return (*fields)[0];
-}
-
 absl::StatusOr<bool> ParseZeroOne(std::string_view file, std::string_view what,
                                   std::string_view value) {
   if (value == "0") return false;
@@ -98,6 +91,13 @@ absl::StatusOr<bool> ParseZeroOne(std::string_view file, std::string_view what,
 }
 
 }  // namespace
+
+absl::StatusOr<std::string_view> ParseOneField(std::string_view file, std::string_view text,
+                                               std::string_view syntax) {
+  absl::StatusOr<std::vector<std::string_view>> fields = ExactFields(file, text, 1, syntax);
+  if (!fields.ok()) return fields.status();
+  return (*fields)[0];
+}
 
 absl::StatusOr<NewDiskRequest> ParseNewCommand(std::string_view text) {
   constexpr std::string_view kFile = "new";
@@ -116,6 +116,7 @@ absl::StatusOr<NewDiskRequest> ParseNewCommand(std::string_view text) {
   request.size_bytes = *size;
 
   bool seen_mode = false, seen_readonly = false;
+  std::set<std::string> seen_cache_keys;
   for (size_t i = 2; i < fields->size(); ++i) {
     const std::string_view field = (*fields)[i];
     const size_t eq = field.find('=');
@@ -124,6 +125,14 @@ absl::StatusOr<NewDiskRequest> ParseNewCommand(std::string_view text) {
     }
     const std::string_view key = field.substr(0, eq);
     const std::string_view value = field.substr(eq + 1);
+    absl::StatusOr<bool> cache_key = ApplyCacheKey(key, value, &request.cache);
+    if (!cache_key.ok()) return Prefixed(kFile, cache_key.status());
+    if (*cache_key) {
+      if (!seen_cache_keys.insert(std::string(key)).second) {
+        return Invalid(kFile, absl::StrCat("repeated key ", Quote(key)));
+      }
+      continue;
+    }
     if (key == "mode") {
       if (seen_mode) return Invalid(kFile, "repeated key 'mode'");
       seen_mode = true;
@@ -141,8 +150,8 @@ absl::StatusOr<NewDiskRequest> ParseNewCommand(std::string_view text) {
                      "image= is only allowed on the command line: control files never "
                      "open paths");
     } else {
-      return Invalid(kFile,
-                     absl::StrCat("unknown key ", Quote(key), " (expected mode or readonly)"));
+      return Invalid(kFile, absl::StrCat("unknown key ", Quote(key), " (expected mode, readonly, ",
+                                         AsAbsl(kCacheKeyNames), ")"));
     }
   }
   return request;
@@ -150,7 +159,7 @@ absl::StatusOr<NewDiskRequest> ParseNewCommand(std::string_view text) {
 
 absl::StatusOr<std::string> ParseDeleteCommand(std::string_view text) {
   constexpr std::string_view kFile = "delete";
-  absl::StatusOr<std::string_view> name = OneField(kFile, text, "NAME");
+  absl::StatusOr<std::string_view> name = ParseOneField(kFile, text, "NAME");
   if (!name.ok()) return name.status();
   if (absl::Status status = ValidateDiskName(*name); !status.ok()) return Prefixed(kFile, status);
   return std::string(*name);
@@ -173,14 +182,14 @@ absl::StatusOr<ByteRange> ParseDiscardCommand(std::string_view text) {
 
 absl::StatusOr<bool> ParseBoolValue(std::string_view text) {
   constexpr std::string_view kFile = "readonly";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "0 or 1");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "0 or 1");
   if (!value.ok()) return value.status();
   return ParseZeroOne(kFile, "value", *value);
 }
 
 absl::StatusOr<uint64_t> ParseDiskSizeValue(std::string_view text) {
   constexpr std::string_view kFile = "size";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "SIZE");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "SIZE");
   if (!value.ok()) return value.status();
   absl::StatusOr<uint64_t> size = ParseDiskSize(*value);
   if (!size.ok()) return Prefixed(kFile, size.status());
@@ -189,7 +198,7 @@ absl::StatusOr<uint64_t> ParseDiskSizeValue(std::string_view text) {
 
 absl::StatusOr<uint64_t> ParseMemorySizeValue(std::string_view text) {
   constexpr std::string_view kFile = "max_memory";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "SIZE");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "SIZE");
   if (!value.ok()) return value.status();
   absl::StatusOr<uint64_t> size = ParseSize(*value);
   if (!size.ok()) return Prefixed(kFile, size.status());
@@ -207,7 +216,8 @@ absl::StatusOr<uint64_t> ParseMemorySizeValue(std::string_view text) {
 
 absl::StatusOr<DataMode> ParseModeValue(std::string_view text) {
   constexpr std::string_view kFile = "mode";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "dax, direct, cached or null");
+  absl::StatusOr<std::string_view> value =
+      ParseOneField(kFile, text, "dax, direct, cached or null");
   if (!value.ok()) return value.status();
   absl::StatusOr<DataMode> mode = ParseDataMode(*value);
   if (!mode.ok()) return Prefixed(kFile, mode.status());
@@ -216,7 +226,7 @@ absl::StatusOr<DataMode> ParseModeValue(std::string_view text) {
 
 absl::Status ParseFlushCommand(std::string_view text) {
   constexpr std::string_view kFile = "flush";
-  absl::StatusOr<std::string_view> value = OneField(kFile, text, "1");
+  absl::StatusOr<std::string_view> value = ParseOneField(kFile, text, "1");
   if (!value.ok()) return value.status();
   if (*value != "1") return Invalid(kFile, absl::StrCat("bad value ", Quote(*value), ": write 1"));
   return absl::OkStatus();

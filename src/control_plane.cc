@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "ramdiskfs/cache_control.h"
 #include "ramdiskfs/control.h"
 #include "ramdiskfs/log.h"
 #include "ramdiskfs/memory_pool.h"
@@ -116,6 +117,24 @@ std::string ControlPlane::Content(ControlFile file, const Disk* disk) const {
       return std::string(DataModeName(disk->mode())) + "\n";
     case ControlFile::kDiskStats:
       return RenderKeyValues(disk->StatsRows());
+    case ControlFile::kCache:
+      return std::string(CacheModeName(disk->cache().settings().mode)) + "\n";
+    case ControlFile::kCacheSize:
+      return absl::StrCat(disk->cache().settings().cache_size_bytes, "\n");
+    case ControlFile::kUnflushed: {
+      const WriteCache::Unflushed u = disk->cache().unflushed();
+      return RenderUnflushed(u.writes, u.bytes);
+    }
+    case ControlFile::kPowercutPolicy:
+      return std::string(PowercutPolicyName(disk->cache().settings().policy)) + "\n";
+    case ControlFile::kPowercutSeed:
+      return absl::StrCat(disk->cache().settings().seed, "\n");
+    case ControlFile::kPower:
+      return disk->cache().powered() ? "1\n" : "0\n";
+    case ControlFile::kPowercutLog:
+      return RenderPowercutLog(disk->cache().last_cut());
+    case ControlFile::kPowercutAtFlush:
+      return absl::StrCat(disk->cache().cut_at_flush(), "\n");
     case ControlFile::kNew:
     case ControlFile::kDelete:
     case ControlFile::kFlush:
@@ -164,8 +183,28 @@ absl::Status ControlPlane::Apply(ControlFile file, const std::shared_ptr<Disk>& 
       return SetReadonly(*disk, text);
     case ControlFile::kMode:
       return SetMode(*disk, text);
+    case ControlFile::kCache:
+      return SetCache(*disk, text);
+    case ControlFile::kCacheSize:
+      return SetCacheSize(*disk, text);
+    case ControlFile::kPowercutPolicy: {
+      RDFS_ASSIGN_OR_RETURN(PowercutPolicy policy, ParsePowercutPolicyValue(text));
+      disk->cache().SetPolicy(policy);
+      return absl::OkStatus();
+    }
+    case ControlFile::kPowercutSeed: {
+      RDFS_ASSIGN_OR_RETURN(uint64_t seed, ParsePowercutSeedValue(text));
+      disk->cache().SetSeed(seed);
+      return absl::OkStatus();
+    }
+    case ControlFile::kPowercutAtFlush:
+      return SetPowercutAtFlush(*disk, text);
+    case ControlFile::kPower:
+      return SetPower(*disk, text);
     case ControlFile::kGlobalStats:
     case ControlFile::kDiskStats:
+    case ControlFile::kUnflushed:
+    case ControlFile::kPowercutLog:
       break;
   }
   return ErrnoStatus(EBADF, "not a writable control file");
@@ -238,11 +277,23 @@ absl::Status ControlPlane::NewDisk(std::string_view text) {
   spec.name = request.name;
   spec.size_bytes = request.size_bytes;
   spec.mode = request.mode.value_or(options_.default_mode);
+  // A volatile cache needs the daemon to see every I/O (SPEC 11): it
+  // implies direct unless mode= says otherwise.
+  if (request.cache.mode == CacheMode::kVolatile && !request.mode && spec.mode == DataMode::kDax) {
+    spec.mode = DataMode::kDirect;
+  }
+  if (request.cache.mode == CacheMode::kVolatile) {
+    RDFS_RETURN_IF_ERROR(Disk::CacheAllowedIn(spec.mode, request.name));
+  }
   spec.readonly = request.readonly || options_.readonly;
   spec.attributes = {0600, options_.uid, options_.gid, absl::Now(), absl::Now()};
   RDFS_ASSIGN_OR_RETURN(std::shared_ptr<Disk> disk, table_->Create(std::move(spec)));
+  if (absl::Status cache = disk->ApplyCacheSettings(request.cache); !cache.ok()) {
+    (void)table_->Delete(disk->name());  // nothing changed
+    return cache;
+  }
   Log("created disk ", disk->name(), " (", disk->size_bytes(), " bytes, ",
-      DataModeName(disk->mode()), ")");
+      DataModeName(disk->mode()), ", cache ", CacheModeName(request.cache.mode), ")");
   return absl::OkStatus();
 }
 
@@ -314,6 +365,54 @@ absl::Status ControlPlane::SetMode(Disk& disk, std::string_view text) {
   // Pages a cached-mode open left in the kernel must not outlive the mode.
   kernel_->InvalidateDisk(disk, true);
   Log("disk ", disk.name(), " mode set to ", DataModeName(mode));
+  return absl::OkStatus();
+}
+
+// ---- volatile write cache and power (SPEC 11; docs/crashtest.md) ---------------
+
+absl::Status ControlPlane::SetCache(Disk& disk, std::string_view text) {
+  RDFS_ASSIGN_OR_RETURN(CacheMode mode, ParseCacheValue(text));
+  // Written through its own open, never the disk's: every open counts.
+  SettleOpens(disk, Caller{});
+  // Disk refuses EBUSY while open (an open's passthrough is decided at
+  // open), EINVAL in dax/null mode.
+  RDFS_RETURN_IF_ERROR(disk.SetCacheMode(mode));
+  // A volatile cache's opens never use passthrough: drop the backing id so
+  // stats say what is true (the disk is closed, no open reply carries it).
+  if (mode == CacheMode::kVolatile) kernel_->ReleaseBackingId(disk);
+  Log("disk ", disk.name(), " cache set to ", CacheModeName(mode));
+  return absl::OkStatus();
+}
+
+absl::Status ControlPlane::SetCacheSize(Disk& disk, std::string_view text) {
+  RDFS_ASSIGN_OR_RETURN(uint64_t bytes, ParseCacheSizeValue(text));
+  RDFS_RETURN_IF_ERROR(disk.cache().SetCacheSize(bytes));
+  Log("disk ", disk.name(), " cache_size set to ", bytes);
+  return absl::OkStatus();
+}
+
+absl::Status ControlPlane::SetPowercutAtFlush(Disk& disk, std::string_view text) {
+  RDFS_ASSIGN_OR_RETURN(uint64_t n, ParsePowercutAtFlushValue(text));
+  if (n > 0) RDFS_RETURN_IF_ERROR(Disk::CacheAllowedIn(disk.requested_mode(), disk.name()));
+  disk.cache().SetCutAtFlush(n);
+  return absl::OkStatus();
+}
+
+absl::Status ControlPlane::SetPower(Disk& disk, std::string_view text) {
+  RDFS_ASSIGN_OR_RETURN(bool on, ParsePowerValue(text));
+  const WriteCache::Unflushed before = disk.cache().unflushed();
+  const CacheSettings settings = disk.cache().settings();
+  absl::Status status = disk.SetPower(on);
+  // Whatever the kernel cached of the disk file (cached mode) is stale:
+  // after a cut it must read EIO, after power-on the post-cut image.
+  kernel_->InvalidateDisk(disk, true);
+  RDFS_RETURN_IF_ERROR(status);
+  if (on) {
+    Log("disk ", disk.name(), " power on");
+  } else {
+    Log("disk ", disk.name(), " power cut: ", before.writes, " unflushed write(s), ", before.bytes,
+        " bytes, policy ", PowercutPolicyName(settings.policy), ", seed ", settings.seed);
+  }
   return absl::OkStatus();
 }
 

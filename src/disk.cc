@@ -19,6 +19,7 @@ Disk::Disk(uint64_t id, std::string name, std::unique_ptr<PageStore> store, Data
       requested_mode_(mode),
       readonly_(readonly),
       growing_(growing),
+      cache_(store_.get(), name_),
       attributes_(attributes) {}
 
 DataMode Disk::mode() const {
@@ -149,15 +150,20 @@ void Disk::CountRead(size_t bytes) {
 }
 
 absl::StatusOr<size_t> Disk::PrepareSplicedRead(uint64_t offset, size_t length) {
+  // The cache writes through to the store (pre-images kept aside), so a
+  // powered disk's backing pages are what a read must see: splicing stays
+  // allowed; only the power check is needed.
+  if (cache_.engaged()) RDFS_RETURN_IF_ERROR(cache_.CheckPowered());
   if (mode() == DataMode::kNull) return 0;  // zeros: nothing to splice
   const size_t n = ReadableBytes(offset, length);
   if (n > 0) CountRead(n);
   return n;
 }
 
-absl::Status Disk::Sync() { return absl::OkStatus(); }
+absl::Status Disk::Sync() { return cache_.Flush(); }
 
 absl::StatusOr<size_t> Disk::Read(uint64_t offset, char* buf, size_t length) {
+  if (cache_.engaged()) RDFS_RETURN_IF_ERROR(cache_.CheckPowered());
   size_t n;
   if (mode() == DataMode::kNull) {
     n = ReadableBytes(offset, length);
@@ -169,8 +175,9 @@ absl::StatusOr<size_t> Disk::Read(uint64_t offset, char* buf, size_t length) {
   return n;
 }
 
-absl::StatusOr<size_t> Disk::Write(uint64_t offset, const char* buf, size_t length) {
+absl::StatusOr<size_t> Disk::Write(uint64_t offset, const char* buf, size_t length, bool fua) {
   if (readonly()) return ReadOnlyError();
+  if (cache_.engaged()) RDFS_RETURN_IF_ERROR(cache_.CheckPowered());
   uint64_t grew_from = 0, grew_to = 0;
   if (growing() && length > 0) {
     grew_from = size_bytes();
@@ -193,7 +200,10 @@ absl::StatusOr<size_t> Disk::Write(uint64_t offset, const char* buf, size_t leng
     }
     n = static_cast<size_t>(std::min<uint64_t>(length, size - offset));
   } else {
-    absl::StatusOr<size_t> written = store_->Write(offset, buf, length);
+    const bool cached = cache_.engaged();
+    absl::StatusOr<size_t> written =
+        cached ? cache_.Write(offset, buf, length, fua) : store_->Write(offset, buf, length);
+    if (!cached && fua && written.ok()) (void)cache_.Flush();  // counts it; nothing is cached
     if (!written.ok() || *written < length) undo_growth(written.ok() ? *written : 0);
     if (!written.ok()) return written.status();
     n = *written;
@@ -227,9 +237,11 @@ absl::Status Disk::Fallocate(int falloc_mode, uint64_t offset, uint64_t length) 
     if (!keep_size) return ErrnoStatus(EINVAL, "fallocate past the end without KEEP_SIZE");
     length = size - offset;
   }
+  if (cache_.engaged()) RDFS_RETURN_IF_ERROR(cache_.CheckPowered());
   if (mode() == DataMode::kNull) return absl::OkStatus();
-  if (op == 0) return store_->Allocate(offset, length);
-  RDFS_RETURN_IF_ERROR(store_->Discard(offset, length));
+  if (op == 0) return store_->Allocate(offset, length);  // no data changes
+  RDFS_RETURN_IF_ERROR(cache_.engaged() ? cache_.Discard(offset, length)
+                                        : store_->Discard(offset, length));
   stats_.discards.fetch_add(1, std::memory_order_relaxed);
   stats_.discard_bytes.fetch_add(length, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -244,7 +256,8 @@ absl::Status Disk::Discard(uint64_t offset, uint64_t length) {
                                             " is past the end of the disk (", size, ")"));
   }
   if (length == 0) return absl::OkStatus();
-  RDFS_RETURN_IF_ERROR(store_->Discard(offset, length));
+  RDFS_RETURN_IF_ERROR(cache_.engaged() ? cache_.Discard(offset, length)
+                                        : store_->Discard(offset, length));
   stats_.discards.fetch_add(1, std::memory_order_relaxed);
   stats_.discard_bytes.fetch_add(length, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -256,6 +269,9 @@ absl::Status Disk::Flush(int other_opens) {
         EBUSY, absl::StrCat("disk ", name_, " is open (", other_opens, " other opener(s))"));
   }
   if (readonly()) return ReadOnlyError();
+  // brd's meaning, not a cache flush: both images (durable and unflushed)
+  // are emptied.
+  RDFS_RETURN_IF_ERROR(cache_.BeforeFreeAll());
   RDFS_RETURN_IF_ERROR(store_->FreeAll());
   stats_.flushes.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -272,6 +288,7 @@ absl::Status Disk::Resize(uint64_t new_size, int other_opens) {
     return ErrnoStatus(EBUSY, absl::StrCat("cannot shrink disk ", name_, " while it is open (",
                                            other_opens, " other opener(s))"));
   }
+  RDFS_RETURN_IF_ERROR(cache_.BeforeResize());  // a resize is a flush point
   RDFS_RETURN_IF_ERROR(store_->Resize(new_size));
   Touch();
   return absl::OkStatus();
@@ -282,6 +299,7 @@ absl::Status Disk::SetMode(DataMode mode) {
   if (opens() > 0) {
     return ErrnoStatus(EBUSY, absl::StrCat("disk ", name_, " is open; close it to change mode"));
   }
+  if (cache_.engaged()) RDFS_RETURN_IF_ERROR(CacheAllowedIn(mode, name_));
   requested_mode_.store(mode);
   return absl::OkStatus();
 }
@@ -295,6 +313,43 @@ absl::Status Disk::SetReadonly(bool readonly) {
                                     "shared writable mapping); close it (and munmap) first"));
   }
   readonly_.store(readonly);
+  return absl::OkStatus();
+}
+
+// ---- write cache and power (SPEC 11) ---------------------------------------------
+
+absl::Status Disk::CacheAllowedIn(DataMode mode, std::string_view disk_name) {
+  if (mode == DataMode::kDirect || mode == DataMode::kCached) return absl::OkStatus();
+  return ErrnoStatus(EINVAL, absl::StrCat("disk ", std::string(disk_name), " is in ",
+                                          std::string(DataModeName(mode)),
+                                          " mode: a volatile cache and power cuts need mode "
+                                          "direct or cached (the daemon must see every I/O)"));
+}
+
+absl::Status Disk::SetCacheMode(CacheMode mode) {
+  if (mode == cache_.settings().mode) return absl::OkStatus();
+  // The mode asked for, not the one in force: a dax disk serves as direct
+  // only until the connection is up, then passthrough bypasses the daemon.
+  if (mode == CacheMode::kVolatile) {
+    RDFS_RETURN_IF_ERROR(CacheAllowedIn(requested_mode(), name_));
+  }
+  if (opens() > 0) {
+    return ErrnoStatus(EBUSY,
+                       absl::StrCat("disk ", name_, " is open; close it to change its cache"));
+  }
+  return cache_.SetMode(mode);
+}
+
+absl::Status Disk::SetPower(bool on) {
+  if (!on) RDFS_RETURN_IF_ERROR(CacheAllowedIn(requested_mode(), name_));
+  return cache_.SetPower(on);
+}
+
+absl::Status Disk::ApplyCacheSettings(const CacheSettings& settings) {
+  RDFS_RETURN_IF_ERROR(SetCacheMode(settings.mode));
+  RDFS_RETURN_IF_ERROR(cache_.SetCacheSize(settings.cache_size_bytes));
+  cache_.SetPolicy(settings.policy);
+  cache_.SetSeed(settings.seed);
   return absl::OkStatus();
 }
 
@@ -374,6 +429,15 @@ const DiskStat kDiskStats[] = {
     {"passthrough", [](const Disk& d) { return std::string(d.passthrough() ? "1" : "0"); }},
     {"overflow_bytes", [](const Disk& d) { return Num(d.stats().overflow_bytes.load()); }},
     {"growing", [](const Disk& d) { return std::string(d.growing() ? "1" : "0"); }},
+    // volatile write cache and power (SPEC 11; docs/crashtest.md)
+    {"cache", [](const Disk& d) { return std::string(CacheModeName(d.cache().settings().mode)); }},
+    {"power", [](const Disk& d) { return std::string(d.cache().powered() ? "1" : "0"); }},
+    {"flushes_received",
+     [](const Disk& d) { return Num(d.cache().stats().flushes_received.load()); }},
+    {"writes_made_durable",
+     [](const Disk& d) { return Num(d.cache().stats().writes_made_durable.load()); }},
+    {"powercuts", [](const Disk& d) { return Num(d.cache().stats().powercuts.load()); }},
+    {"cache_allocated_bytes", [](const Disk& d) { return Num(d.cache().allocated_bytes()); }},
 };
 
 }  // namespace

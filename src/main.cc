@@ -189,6 +189,10 @@ int Main(int argc, char** argv) {
     new_disk.name = spec.name;
     new_disk.size_bytes = size;
     new_disk.mode = spec.mode.value_or(default_mode);
+    // A volatile cache needs the daemon to see every I/O (SPEC 11).
+    if (spec.cache.mode == CacheMode::kVolatile && !spec.mode && new_disk.mode == DataMode::kDax) {
+      new_disk.mode = DataMode::kDirect;
+    }
     new_disk.readonly = false;  // set after the image is in
     new_disk.attributes = {0600, getuid(), getgid(), absl::Now(), absl::Now()};
     absl::StatusOr<std::shared_ptr<Disk>> disk = table.Create(new_disk);
@@ -204,6 +208,11 @@ int Main(int argc, char** argv) {
                 std::string(loaded.message()).c_str());
         return kExitMountFailure;
       }
+    }
+    if (absl::Status cache = (*disk)->ApplyCacheSettings(spec.cache); !cache.ok()) {
+      fprintf(stderr, "ramdiskfs: --disk %s: %s\n", spec.name.c_str(),
+              std::string(cache.message()).c_str());
+      return kExitUsage;
     }
     if (spec.readonly || config.readonly) (void)(*disk)->SetReadonly(true);
   }

@@ -139,6 +139,7 @@ absl::StatusOr<DiskSpec> ParseDiskArgument(std::string_view text, uint64_t ram_b
     disk.size_bytes = *bytes;
   }
   bool seen_mode = false, seen_image = false, seen_readonly = false;
+  std::unordered_set<std::string> seen_cache_keys;
   for (size_t i = 2; i < fields.size(); ++i) {
     const std::string_view field = fields[i];
     const size_t eq = field.find('=');
@@ -148,6 +149,14 @@ absl::StatusOr<DiskSpec> ParseDiskArgument(std::string_view text, uint64_t ram_b
     const std::string_view key = field.substr(0, eq);
     const std::string_view value = field.substr(eq + 1);
     bool* seen = nullptr;
+    if (absl::StatusOr<bool> cache_key = ApplyCacheKey(key, value, &disk.cache);
+        !cache_key.ok() || *cache_key) {
+      if (!cache_key.ok()) return cache_key.status();
+      if (!seen_cache_keys.insert(std::string(key)).second) {
+        return Invalid(absl::StrCat("repeated key ", Quote(key)));
+      }
+      continue;
+    }
     if (key == "mode") {
       seen = &seen_mode;
     } else if (key == "image") {
@@ -155,8 +164,8 @@ absl::StatusOr<DiskSpec> ParseDiskArgument(std::string_view text, uint64_t ram_b
     } else if (key == "readonly") {
       seen = &seen_readonly;
     } else {
-      return Invalid(
-          absl::StrCat("unknown key ", Quote(key), " (expected mode, image or readonly)"));
+      return Invalid(absl::StrCat("unknown key ", Quote(key), " (expected mode, image, readonly, ",
+                                  AsAbsl(kCacheKeyNames), ")"));
     }
     if (*seen) return Invalid(absl::StrCat("repeated key ", Quote(key)));
     *seen = true;
@@ -458,6 +467,13 @@ std::string UsageText(std::string_view program) {
       "                                                     file; SIZE may then be\n"
       "                                                     empty to take its size\n"
       "                                                     (NAME::image=PATH)\n"
+      "                        cache=none|volatile          volatile write cache;\n"
+      "                                                     implies mode=direct\n"
+      "                                                     unless mode= is given\n"
+      "                        cache_size=SIZE              bound on unflushed bytes\n"
+      "                        powercut_policy=P            all_lost|random|prefix|torn\n"
+      "                        powercut_seed=N              seed of the cut's draws\n"
+      "                                                     (docs/crashtest.md)\n"
       "                      NAME: 1-255 of A-Z a-z 0-9 . _ + @ -, not starting\n"
       "                      with . or -\n"
       "  --disks N           N disks named ram0..ramN-1 (1..",

@@ -194,7 +194,9 @@ INSTANTIATE_TEST_SUITE_P(
             "new: image= is only allowed on the command line: control files never open paths"},
         Bad{"ram0 1G image=", "image= is only allowed on the command line"},
         Bad{"ram0 1G readonly=1 image=x", "image= is only allowed"},
-        Bad{"ram0 1G foo=1", "unknown key 'foo' (expected mode or readonly)"},
+        Bad{"ram0 1G foo=1",
+            "unknown key 'foo' (expected mode, readonly, cache, cache_size, powercut_policy, "
+            "powercut_seed)"},
         Bad{"ram0 1G =1", "unknown key ''"}, Bad{"ram0 1G Mode=dax", "unknown key 'Mode'"},
         Bad{"ram0 1G extra", "bad field 'extra': expected key=value"},
         Bad{"ram0 1G 2G", "bad field '2G'"}, Bad{"ram0 1G mode = dax", "bad field 'mode'"}));

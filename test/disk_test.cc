@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -237,10 +238,12 @@ TEST_F(DiskTest, StatsRowsAreInTheDocumentedOrder) {
   std::vector<std::string> keys;
   for (const auto& [k, v] : disk->StatsRows()) keys.push_back(k);
   const std::vector<std::string> expected = {
-      "name",           "size",        "allocated_bytes", "allocated_pages", "mode",
-      "requested_mode", "readonly",    "opens",           "reads",           "writes",
-      "read_bytes",     "write_bytes", "discards",        "discard_bytes",   "flushes",
-      "fallback",       "passthrough", "overflow_bytes",  "growing"};
+      "name", "size", "allocated_bytes", "allocated_pages", "mode", "requested_mode", "readonly",
+      "opens", "reads", "writes", "read_bytes", "write_bytes", "discards", "discard_bytes",
+      "flushes", "fallback", "passthrough", "overflow_bytes", "growing",
+      // the volatile write cache and power (SPEC 11)
+      "cache", "power", "flushes_received", "writes_made_durable", "powercuts",
+      "cache_allocated_bytes"};
   EXPECT_EQ(keys, expected);
   EXPECT_EQ(disk->StatsRows()[2].second, "4096");
 }
@@ -295,6 +298,81 @@ TEST_F(DiskTest, ConcurrentCreateAndDeleteKeepTheTableConsistent) {
   }
   for (auto& th : threads) th.join();
   for (const auto& disk : table_->List()) EXPECT_EQ(table_->Find(disk->name()), disk);
+}
+
+}  // namespace
+}  // namespace ramdiskfs
+
+// ---- the write cache's hook (SPEC 11) ------------------------------------------------
+
+namespace ramdiskfs {
+namespace {
+
+TEST_F(DiskTest, CacheAndPowerAreRefusedInDaxAndNullModes) {
+  for (DataMode mode : {DataMode::kDax, DataMode::kNull}) {
+    auto disk = Make(std::string("m") + std::string(DataModeName(mode)), kMiB, mode);
+    EXPECT_EQ(StatusToErrno(disk->SetCacheMode(CacheMode::kVolatile)), EINVAL);
+    EXPECT_EQ(StatusToErrno(disk->SetPower(false)), EINVAL);
+    EXPECT_FALSE(disk->cache().engaged());
+  }
+  auto disk = Make("d", kMiB, DataMode::kDirect);
+  ASSERT_TRUE(disk->SetCacheMode(CacheMode::kVolatile).ok());
+  EXPECT_EQ(StatusToErrno(disk->SetMode(DataMode::kDax)), EINVAL);  // nothing changed
+  EXPECT_EQ(disk->requested_mode(), DataMode::kDirect);
+  EXPECT_TRUE(disk->SetMode(DataMode::kCached).ok());
+}
+
+TEST_F(DiskTest, CacheChangeIsRefusedWhileOpen) {
+  auto disk = Make("d", kMiB);
+  ASSERT_TRUE(disk->Open(true).ok());
+  EXPECT_EQ(StatusToErrno(disk->SetCacheMode(CacheMode::kVolatile)), EBUSY);
+  disk->Release(true);
+  EXPECT_TRUE(disk->SetCacheMode(CacheMode::kVolatile).ok());
+}
+
+TEST_F(DiskTest, VolatileDiskLosesUnsyncedWritesAndPowerOffFailsEverything) {
+  auto disk = Make("d", kMiB);
+  ASSERT_TRUE(disk->SetCacheMode(CacheMode::kVolatile).ok());
+  ASSERT_TRUE(disk->Write(0, "synced", 6).ok());
+  ASSERT_TRUE(disk->Sync().ok());
+  ASSERT_TRUE(disk->Write(0, "LOST!!", 6).ok());
+  ASSERT_TRUE(disk->Write(4096, "dsync", 5, /*fua=*/true).ok());
+  ASSERT_TRUE(disk->Fallocate(kFallocPunchHole | kFallocKeepSize, 8192, 4096).ok());
+  char buf[6];
+  ASSERT_TRUE(disk->Read(0, buf, 6).ok());
+  EXPECT_EQ(std::string(buf, 6), "LOST!!");  // newest data until the cut
+  ASSERT_TRUE(disk->SetPower(false).ok());
+  EXPECT_EQ(StatusToErrno(disk->Read(0, buf, 6).status()), EIO);
+  EXPECT_EQ(StatusToErrno(disk->Write(0, "x", 1).status()), EIO);
+  EXPECT_EQ(StatusToErrno(disk->Sync()), EIO);
+  EXPECT_EQ(StatusToErrno(disk->Fallocate(0, 0, 4096)), EIO);
+  EXPECT_EQ(StatusToErrno(disk->Discard(0, 4096)), EIO);
+  EXPECT_EQ(StatusToErrno(disk->Flush(0)), EIO);
+  EXPECT_EQ(StatusToErrno(disk->Resize(2 * kMiB, 0)), EIO);
+  ASSERT_TRUE(disk->SetPower(true).ok());
+  ASSERT_TRUE(disk->Read(0, buf, 6).ok());
+  EXPECT_EQ(std::string(buf, 6), "LOST!!");  // the FUA write made it durable
+  ASSERT_TRUE(disk->Read(4096, buf, 5).ok());
+  EXPECT_EQ(std::string(buf, 5), "dsync");
+  std::map<std::string, std::string> stats;
+  for (const auto& [k, v] : disk->StatsRows()) stats[k] = v;
+  EXPECT_EQ(stats["cache"], "volatile");
+  EXPECT_EQ(stats["powercuts"], "1");
+  EXPECT_EQ(stats["flushes_received"], "2");
+  EXPECT_EQ(stats["writes_made_durable"], "3");
+}
+
+TEST_F(DiskTest, CacheNoneCountsFlushesAndPowerOffStillFails) {
+  auto disk = Make("d", kMiB);
+  ASSERT_TRUE(disk->Write(0, "a", 1, /*fua=*/true).ok());
+  ASSERT_TRUE(disk->Sync().ok());
+  EXPECT_EQ(disk->cache().stats().flushes_received.load(), 2u);
+  ASSERT_TRUE(disk->SetPower(false).ok());
+  char c;
+  EXPECT_EQ(StatusToErrno(disk->Read(0, &c, 1).status()), EIO);
+  ASSERT_TRUE(disk->SetPower(true).ok());
+  ASSERT_TRUE(disk->Read(0, &c, 1).ok());
+  EXPECT_EQ(c, 'a');
 }
 
 }  // namespace

@@ -62,7 +62,12 @@ TEST_F(InodesTest, StaleAndBadNumbersResolveToNothing) {
   EXPECT_EQ(Resolve(*table_, ino).kind, NodeKind::kInvalid);
   EXPECT_EQ(Resolve(*table_, 0).kind, NodeKind::kInvalid);
   EXPECT_EQ(Resolve(*table_, 3 + kGlobalControlFileCount).kind, NodeKind::kInvalid);
-  EXPECT_EQ(Resolve(*table_, (2 << 4) | 15).kind, NodeKind::kInvalid);  // ram1, past its files
+  EXPECT_EQ(Resolve(*table_, Ino{99} << kDiskInoShift).kind, NodeKind::kInvalid);  // never was
+  // One past ram1's last control file: a spare slot, or (when the files fill
+  // the slots) disk 3's file, and there is no disk 3.
+  ASSERT_EQ(table_->FindById(3), nullptr);
+  EXPECT_EQ(Resolve(*table_, (Ino{2} << kDiskInoShift) | (2 + kDiskControlFileCount)).kind,
+            NodeKind::kInvalid);
   EXPECT_EQ(Lookup(*table_, Resolve(*table_, kRootIno), "ram0").kind, NodeKind::kInvalid);
 }
 
@@ -72,11 +77,13 @@ TEST_F(InodesTest, TheNumbersAreTheDocumentedOnes) {
   EXPECT_EQ(control.ino, kControlDirIno);
   EXPECT_EQ(Lookup(*table_, control, "new").ino, 3u);
   EXPECT_EQ(Lookup(*table_, control, "stats").ino, 6u);
-  EXPECT_EQ(Lookup(*table_, root, "ram1").ino, 2u * 16);
+  const Ino ram1 = Ino{2} << kDiskInoShift;
+  EXPECT_EQ(Lookup(*table_, root, "ram1").ino, ram1);
   const Node dir = Lookup(*table_, control, "ram1");
-  EXPECT_EQ(dir.ino, 2u * 16 + 1);
-  EXPECT_EQ(Lookup(*table_, dir, "size").ino, 2u * 16 + 2);
-  EXPECT_EQ(Lookup(*table_, dir, "stats").ino, 2u * 16 + 7);
+  EXPECT_EQ(dir.ino, ram1 + 1);
+  EXPECT_EQ(Lookup(*table_, dir, "size").ino, ram1 + 2);
+  EXPECT_EQ(Lookup(*table_, dir, "stats").ino, ram1 + 7);
+  EXPECT_EQ(Lookup(*table_, dir, "powercut_at_flush").ino, ram1 + 2 + kDiskControlFileCount - 1);
 }
 
 }  // namespace

@@ -14,18 +14,12 @@
 #include "ramdiskfs/memory_pool.h"
 #include "ramdiskfs/size.h"
 #include "ramdiskfs/status.h"
+#include "test/test_disks.h"
 
 namespace ramdiskfs {
 namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
-
-// Both kinds; tmpfs only where this process may make a tmpfs instance.
-std::vector<StoreKind> Kinds() {
-  std::vector<StoreKind> kinds = {StoreKind::kMemfd};
-  if (MemoryPool::Create(StoreKind::kTmpfs, kMiB).ok()) kinds.push_back(StoreKind::kTmpfs);
-  return kinds;
-}
 
 class PageStoreTest : public ::testing::TestWithParam<StoreKind> {
  protected:
@@ -201,7 +195,7 @@ TEST_P(PageStoreTest, DisjointWritersRunInParallelWithoutCorruption) {
   EXPECT_EQ(store_->allocated_bytes(), 32 * kMiB);
 }
 
-INSTANTIATE_TEST_SUITE_P(Kinds, PageStoreTest, ::testing::ValuesIn(Kinds()),
+INSTANTIATE_TEST_SUITE_P(Kinds, PageStoreTest, ::testing::ValuesIn(TestStoreKinds()),
                          [](const auto& info) { return std::string(StoreKindName(info.param)); });
 
 TEST(MemoryPoolTest, RejectsCapsAboveRamAndZero) {
@@ -212,7 +206,7 @@ TEST(MemoryPoolTest, RejectsCapsAboveRamAndZero) {
 }
 
 TEST(MemoryPoolTest, SetMaxBytesRefusesBelowUsageAndChangesNothing) {
-  for (StoreKind kind : Kinds()) {
+  for (StoreKind kind : TestStoreKinds()) {
     SCOPED_TRACE(StoreKindName(kind));
     auto pool = *MemoryPool::Create(kind, 4 * kMiB);
     auto store = *PageStore::Create(pool.get(), "s", 4 * kMiB);

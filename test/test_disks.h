@@ -7,12 +7,21 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "ramdiskfs/disk_table.h"
 #include "ramdiskfs/memory_pool.h"
 
 namespace ramdiskfs {
+
+// The store kinds to run a parameterised test over: memfd, and tmpfs only
+// where this process may make a tmpfs instance.
+inline std::vector<StoreKind> TestStoreKinds() {
+  std::vector<StoreKind> kinds = {StoreKind::kMemfd};
+  if (MemoryPool::Create(StoreKind::kTmpfs, 1 << 20).ok()) kinds.push_back(StoreKind::kTmpfs);
+  return kinds;
+}
 
 class DiskTableTest : public ::testing::Test {
  protected:

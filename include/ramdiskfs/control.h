@@ -22,13 +22,16 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "ramdiskfs/cache_control.h"
 #include "ramdiskfs/types.h"
 
 namespace ramdiskfs {
 
 inline constexpr size_t kMaxControlWrite = 4096;
 
-// `new`: "NAME SIZE [mode=MODE] [readonly=0|1]". SIZE rounds up to 512 bytes
+// `new`: "NAME SIZE [mode=MODE] [readonly=0|1] [cache keys]" (the cache
+// keys are cache_control.h's: cache=, cache_size=, powercut_policy=,
+// powercut_seed=). SIZE rounds up to 512 bytes
 // (ParseDiskSize); 0 is allowed, as for `size` and ftruncate. image= is
 // refused here on purpose: no control operation makes the daemon open a path
 // (docs/control.md). Unknown or repeated keys are errors.
@@ -37,6 +40,7 @@ struct NewDiskRequest {
   uint64_t size_bytes = 0;
   std::optional<DataMode> mode;
   bool readonly = false;
+  CacheSettings cache;
 };
 absl::StatusOr<NewDiskRequest> ParseNewCommand(std::string_view text);
 
@@ -51,6 +55,12 @@ struct ByteRange {
   uint64_t length = 0;
 };
 absl::StatusOr<ByteRange> ParseDiscardCommand(std::string_view text);
+
+// The one field of a single-value control file `file`, under the input
+// rules above (EINVAL "file: ..." otherwise); `syntax` shows the form in
+// the error. For other single-value files (cache_control.h).
+absl::StatusOr<std::string_view> ParseOneField(std::string_view file, std::string_view text,
+                                               std::string_view syntax);
 
 // `readonly`: "0" or "1".
 absl::StatusOr<bool> ParseBoolValue(std::string_view text);

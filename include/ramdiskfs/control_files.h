@@ -25,6 +25,15 @@ enum class ControlFile {
   kReadonly,
   kMode,
   kDiskStats,
+  // volatile write cache and power (SPEC 11; docs/crashtest.md)
+  kCache,
+  kCacheSize,
+  kUnflushed,
+  kPowercutPolicy,
+  kPowercutSeed,
+  kPower,
+  kPowercutLog,
+  kPowercutAtFlush,
 };
 
 enum class ControlScope { kGlobal, kDisk };
@@ -50,6 +59,15 @@ inline constexpr ControlFileInfo kControlFiles[] = {
     {ControlFile::kReadonly, ControlScope::kDisk, "readonly", true, true},
     {ControlFile::kMode, ControlScope::kDisk, "mode", true, true},
     {ControlFile::kDiskStats, ControlScope::kDisk, "stats", true, false},
+    // volatile write cache and power (SPEC 11)
+    {ControlFile::kCache, ControlScope::kDisk, "cache", true, true},
+    {ControlFile::kCacheSize, ControlScope::kDisk, "cache_size", true, true},
+    {ControlFile::kUnflushed, ControlScope::kDisk, "unflushed", true, false},
+    {ControlFile::kPowercutPolicy, ControlScope::kDisk, "powercut_policy", true, true},
+    {ControlFile::kPowercutSeed, ControlScope::kDisk, "powercut_seed", true, true},
+    {ControlFile::kPower, ControlScope::kDisk, "power", true, true},
+    {ControlFile::kPowercutLog, ControlScope::kDisk, "powercut_log", true, false},
+    {ControlFile::kPowercutAtFlush, ControlScope::kDisk, "powercut_at_flush", true, true},
 };
 
 inline constexpr size_t kGlobalControlFileCount = 4;

@@ -167,6 +167,11 @@ class ControlPlane {
   absl::Status Discard(Disk& disk, std::string_view text);
   absl::Status SetReadonly(Disk& disk, std::string_view text);
   absl::Status SetMode(Disk& disk, std::string_view text);
+  // The write cache and power files (SPEC 11; docs/crashtest.md).
+  absl::Status SetCache(Disk& disk, std::string_view text);
+  absl::Status SetCacheSize(Disk& disk, std::string_view text);
+  absl::Status SetPowercutAtFlush(Disk& disk, std::string_view text);
+  absl::Status SetPower(Disk& disk, std::string_view text);
 
   DiskTable* const table_;
   KernelNotifier* const kernel_;

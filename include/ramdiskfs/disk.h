@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "ramdiskfs/page_store.h"
 #include "ramdiskfs/types.h"
+#include "ramdiskfs/write_cache.h"
 
 namespace ramdiskfs {
 
@@ -154,8 +155,9 @@ class Disk {
   absl::StatusOr<size_t> PrepareSplicedRead(uint64_t offset, size_t length);
   // Write: EROFS if read-only; ENOSPC at or past the end; cut short at the
   // end (a growing disk grows instead; EFBIG past kMaxDiskBytes); null mode
-  // drops the data. Counts stats.
-  absl::StatusOr<size_t> Write(uint64_t offset, const char* buf, size_t length);
+  // drops the data. Counts stats. `fua`: an O_DSYNC/O_SYNC write, a flush
+  // point of the write cache.
+  absl::StatusOr<size_t> Write(uint64_t offset, const char* buf, size_t length, bool fua = false);
   // fallocate(mode, offset, length) as a block device treats it: PUNCH_HOLE
   // (needs KEEP_SIZE) and ZERO_RANGE free the range's pages and zero partial
   // ones; mode 0 / KEEP_SIZE allocate. A range past the end is cut when
@@ -164,9 +166,10 @@ class Disk {
   // with KEEP_SIZE as nothing to do (as a file would). Errors: EROFS,
   // EOPNOTSUPP for other modes, ENOSPC from the cap.
   absl::Status Fallocate(int falloc_mode, uint64_t offset, uint64_t length);
-  // fsync/fdatasync of an open disk file (FUSE_FSYNC). Everything the store
-  // holds is already in RAM, so today this succeeds at once; a write cache
-  // makes its data durable here, and fault injection may fail it (EIO).
+  // fsync/fdatasync of an open disk file (FUSE_FSYNC): a flush of the
+  // disk's write cache (SPEC 11), which makes its unflushed writes durable;
+  // EIO with the power off. Without a cache: succeeds at once (RAM); fault
+  // injection may fail it (EIO).
   absl::Status Sync();
   // How many of `length` bytes at `offset` lie inside the disk.
   size_t ReadableBytes(uint64_t offset, size_t length) const;
@@ -202,6 +205,21 @@ class Disk {
   // Whether opens in the current mode use passthrough (dax; direct for mmap).
   bool passthrough() const;
 
+  // --- volatile write cache and power (SPEC 11; write_cache.h) ---------------
+  // The I/O path above goes through the cache while it is engaged.
+  WriteCache& cache() { return cache_; }
+  const WriteCache& cache() const { return cache_; }
+  // `cache` and `power` are refused with EINVAL unless the mode asked for is
+  // direct or cached (the daemon sees no dax I/O, and null keeps no data);
+  // changing `cache` is refused with EBUSY while the disk is open (an open's
+  // passthrough mapping is decided at open: see docs/crashtest.md).
+  absl::Status SetCacheMode(CacheMode mode);
+  absl::Status SetPower(bool on);
+  // Start-up and `new`: SetCacheMode, then the other settings.
+  absl::Status ApplyCacheSettings(const CacheSettings& settings);
+  // Why the cache cannot be used in `mode`, or OK.
+  static absl::Status CacheAllowedIn(DataMode mode, std::string_view disk_name);
+
   DiskStats& stats() { return stats_; }
   const DiskStats& stats() const { return stats_; }
   // "key value" rows for the stats file, in the documented order
@@ -228,6 +246,7 @@ class Disk {
   std::atomic<bool> growing_;
   std::atomic<uint64_t> overflow_events_{0};
   DiskStats stats_;
+  WriteCache cache_;  // after store_: it uses the store
 
   mutable std::mutex mu_;
   DiskAttributes attributes_ ABSL_GUARDED_BY(mu_);

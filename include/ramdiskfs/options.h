@@ -8,7 +8,9 @@
 // `mount -t fuse.ramdiskfs none /mnt -o disks=2,size=64M` and fstab work):
 //
 //   --disk NAME:SIZE[:key=value...]   -o disk=NAME:SIZE[:key=value...]  (repeatable)
-//        keys: mode=dax|direct|cached|null, image=PATH, readonly=0|1
+//        keys: mode=dax|direct|cached|null, image=PATH, readonly=0|1, and the
+//        write-cache keys of cache_control.h (cache=, cache_size=,
+//        powercut_policy=, powercut_seed=)
 //        SIZE may be empty ("ram0::image=/x.img") only with image=
 //   --disks N --size SIZE              -o disks=N,size=SIZE   (ram0..ramN-1)
 //   --max-memory SIZE                  -o max_memory=SIZE
@@ -40,6 +42,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "ramdiskfs/cache_control.h"
 #include "ramdiskfs/types.h"
 
 namespace ramdiskfs {
@@ -50,6 +53,7 @@ struct DiskSpec {
   std::optional<DataMode> mode;        // absent: Config::default_mode
   std::optional<std::string> image_path;
   bool readonly = false;
+  CacheSettings cache;  // SPEC 11 keys (cache=, cache_size=, powercut_*=)
 };
 
 struct Config {

@@ -43,6 +43,8 @@ class PageStore {
 
   // The backing file (for FUSE passthrough and mmap). Owned by the store.
   int fd() const { return fd_; }
+  // The pool the pages come from (the write cache takes its files from it).
+  MemoryPool* pool() const { return pool_; }
   uint64_t size_bytes() const { return size_bytes_.load(std::memory_order_acquire); }
 
   // Reads up to `length` bytes at `offset` into `buf`; stops at the end of the

@@ -6,7 +6,7 @@ namespace ramdiskfs {
 namespace {
 
 constexpr Ino kFirstGlobalFileIno = 3;
-constexpr unsigned kDiskShift = 4;  // 16 inode numbers per disk
+constexpr unsigned kDiskShift = kDiskInoShift;
 constexpr Ino kDiskSlotMask = (Ino{1} << kDiskShift) - 1;
 constexpr Ino kDiskFileSlot = 0;
 constexpr Ino kDiskControlDirSlot = 1;
@@ -15,7 +15,7 @@ constexpr Ino kFirstDiskFileSlot = 2;
 static_assert(kFirstGlobalFileIno + kGlobalControlFileCount <= (Ino{1} << kDiskShift),
               "global inode numbers must stay below disk 1's");
 static_assert(kFirstDiskFileSlot + kDiskControlFileCount <= (Ino{1} << kDiskShift),
-              "a disk's control files must fit its 16 inode numbers");
+              "a disk's control files must fit its inode numbers");
 
 Ino DiskIno(uint64_t disk_id, Ino slot) { return (Ino{disk_id} << kDiskShift) | slot; }
 

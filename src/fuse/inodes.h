@@ -5,9 +5,12 @@
 //   1                      the root (FUSE_ROOT_ID)
 //   2                      .control/
 //   3 + i                  the i-th global control file (.control/new, ...)
-//   D*16                   disk D's file (MOUNT/NAME)
-//   D*16 + 1               its control directory (.control/NAME/)
-//   D*16 + 2 + j           its j-th control file (.control/NAME/size, ...)
+//   D*S                    disk D's file (MOUNT/NAME)
+//   D*S + 1                its control directory (.control/NAME/)
+//   D*S + 2 + j            its j-th control file (.control/NAME/size, ...)
+//
+// S = 1 << kDiskInoShift, the smallest power of two that holds a disk's
+// 2 + kDiskControlFileCount numbers (16 while it has 14 control files).
 //
 // Disk ids start at 1 and are never reused, so a stale inode number resolves
 // to nothing (ENOENT/ESTALE), and the global numbers stay below disk 1's.
@@ -46,6 +49,14 @@ struct Node {
   const ControlFileInfo* file = nullptr;  // kControlFile only
   std::shared_ptr<Disk> disk;             // disk kinds and per-disk control files
 };
+
+// Derived from the table, so appending control files widens it by itself.
+constexpr unsigned DiskInoShiftFor(size_t slots) {
+  unsigned shift = 0;
+  while ((size_t{1} << shift) < slots) ++shift;
+  return shift;
+}
+inline constexpr unsigned kDiskInoShift = DiskInoShiftFor(2 + kDiskControlFileCount);
 
 inline constexpr Ino kRootIno = 1;
 inline constexpr Ino kControlDirIno = 2;

@@ -306,7 +306,10 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
   OpenFile* of = FileOf(fi);
   if (off < 0) return (void)fuse_reply_err(req, EINVAL);
   if (of->kind == NodeKind::kDiskFile) {
-    absl::StatusOr<size_t> n = of->disk->Write(static_cast<uint64_t>(off), buf, size);
+    // O_DSYNC/O_SYNC writes are flush points of the write cache (the kernel
+    // sends no FSYNC after a FOPEN_DIRECT_IO write; the open flags say it).
+    const bool fua = (fi->flags & O_DSYNC) != 0;
+    absl::StatusOr<size_t> n = of->disk->Write(static_cast<uint64_t>(off), buf, size, fua);
     if (!n.ok()) return ReplyError(req, n.status());
     return (void)fuse_reply_write(req, *n);
   }

@@ -136,6 +136,12 @@ DiskOpenReply Passthrough::OpenFlags(Disk& disk, int access) {
       break;
     case DataMode::kDirect:
       reply.flags = abi::kOpenDirectIo | abi::kOpenParallelDirectWrites;
+      // A volatile cache must see every write, so no passthrough: a shared
+      // mapping then goes through FUSE_DIRECT_IO_ALLOW_MMAP (the FUSE page
+      // cache), its dirty pages reach us as WRITEs and msync() as FSYNC
+      // (docs/crashtest.md). Changing `cache` needs the disk closed, so an
+      // inode never mixes passthrough and plain opens (FUSE-FACTS 9.4).
+      if (disk.cache().settings().mode == CacheMode::kVolatile) break;
       // read()/write() stay with the daemon (FOPEN_DIRECT_IO wins over
       // passthrough for them), while a shared mmap maps the backing pages.
       reply.backing_id = EnsureBackingId(disk);

@@ -35,7 +35,11 @@ NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 
 GLOBAL_FILES = {"new": "w", "delete": "w", "max_memory": "rw", "stats": "r"}
 DISK_FILES = {"size": "rw", "flush": "w", "discard": "w", "readonly": "rw", "mode": "rw",
-              "stats": "r"}
+              "stats": "r",
+              # SPEC 11 (test_powercut.py)
+              "cache": "rw", "cache_size": "rw", "unflushed": "r", "powercut_policy": "rw",
+              "powercut_seed": "rw", "power": "rw", "powercut_log": "r",
+              "powercut_at_flush": "rw"}
 IO_COUNTERS = ["reads", "writes", "read_bytes", "write_bytes"]  # not counted in dax mode
 
 

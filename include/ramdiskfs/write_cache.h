@@ -1,0 +1,222 @@
+// A disk's volatile write cache and power switch (SPEC 11): what lets a RAM
+// disk behave like a drive whose writes are acknowledged before they are
+// durable, so that software's idea of "durable" can be tested by cutting the
+// power. docs/crashtest.md explains the model; this is its contract.
+//
+// The model (cow_brd-like, "the store always holds the newest bytes"):
+//  - The disk's PageStore always holds the newest data, so reads need nothing
+//    from the cache (and the adapter's splice path stays as it is).
+//  - The durable image is the store with the pre-images put back: for every
+//    page changed since the last durable point, the cache keeps the page as
+//    it was then (a copy in its own pre-image file; an all-zero pre-image is
+//    a hole there and costs nothing).
+//  - The unflushed writes, in arrival order: offset, length and a copy of the
+//    data in an append-only log file. A discard/zero-range is an entry with
+//    no data (it writes zeros).
+//  - Flush (FUSE_FSYNC, an O_DSYNC/FUA write): everything becomes durable;
+//    the cache forgets the pre-images and the log. Cost: proportional to the
+//    unflushed entries and pages, never to the disk's size.
+//  - cache_size: past it the oldest entries are written back (applied to the
+//    pre-images), and a page whose every entry is durable drops its pre-image.
+//  - Power cut: the policy picks which unflushed entries survive (all_lost,
+//    random, prefix, torn; draws from a PRNG seeded by the seed each cut, so
+//    a cut is a pure function of (seed, unflushed entries)); the store is
+//    rebuilt to the post-cut image = pre-images put back + kept entries
+//    replayed in order; then every I/O fails with EIO until power is back.
+//
+// Memory: the pre-image and log files come from the disk's MemoryPool, so
+// they count against the cap like the disk's own pages; a write that cannot
+// get its pre-image or log copy fails with ENOSPC and changes nothing.
+//
+// Thread safety: every method is safe to call from any thread. engaged() is
+// one relaxed atomic load (the cost of the cache on a `cache none`, powered
+// disk's I/O path). Everything else takes mu_, a leaf lock held across the
+// store I/O of one request: writes to one volatile disk are serialised (the
+// shmem inode lock serialises them anyway); reads never take it.
+
+#ifndef RAMDISKFS_WRITE_CACHE_H_
+#define RAMDISKFS_WRITE_CACHE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "ramdiskfs/cache_control.h"
+#include "ramdiskfs/memory_pool.h"
+#include "ramdiskfs/page_store.h"
+
+namespace ramdiskfs {
+
+struct WriteCacheStats {
+  std::atomic<uint64_t> flushes_received{0};     // Flush() calls (incl. FUA writes)
+  std::atomic<uint64_t> writes_made_durable{0};  // entries made durable by flush/writeback
+  std::atomic<uint64_t> powercuts{0};
+};
+
+class WriteCache {
+ public:
+  // The cache of the disk whose store is `store`; its files come from the
+  // store's pool. The store must outlive the cache. `name` labels the cache's files. Starts as
+  // cache none, powered, all_lost, seed 0; no file is made until the first volatile use.
+  WriteCache(PageStore* store, std::string name);
+  WriteCache(const WriteCache&) = delete;
+  WriteCache& operator=(const WriteCache&) = delete;
+
+  // True while the cache must see this disk's I/O: cache volatile, power
+  // off, or a cut armed at a flush. When false, the disk serves I/O as if there were no cache.
+  bool engaged() const { return state_.load(std::memory_order_relaxed) != 0; }
+  bool powered() const { return (state_.load(std::memory_order_acquire) & kOff) == 0; }
+
+  // --- settings (control files, --disk keys) ----------------------------------
+  CacheSettings settings() const;
+  // none -> volatile: makes the cache's files (errors: theirs, e.g. ENOSPC
+  // when the pool is out of inodes). volatile -> none: everything unflushed
+  // becomes durable first (as hdparm -W0 flushes a drive's cache).
+  absl::Status SetMode(CacheMode mode);
+  // Lowering it writes back the oldest entries at once.
+  absl::Status SetCacheSize(uint64_t bytes);
+  void SetPolicy(PowercutPolicy policy);
+  void SetSeed(uint64_t seed);
+
+  // --- power ------------------------------------------------------------------
+  // on=false: a power cut. The unflushed entries are resolved by the policy,
+  // the store is rebuilt to the post-cut image, the cut's log is kept for
+  // powercut_log, and every I/O fails with EIO from then on. on=true: power
+  // back; the disk reads its post-cut image, which is now durable. Each is a
+  // no-op when the power already is in that state. Errors (a cut only): the
+  // store's, e.g. ENOSPC if the cap leaves no room to rebuild; the power is
+  // off even then.
+  absl::Status SetPower(bool on);
+  // The records of the last cut (empty before the first).
+  std::vector<PowercutRecord> last_cut() const;
+  // Arms a cut at the `n`th flush from now (a Flush() or FUA write): that
+  // flush does not happen — the power is cut as it arrives and it fails with
+  // EIO, like a drive that died before it could flush. So a crash test cuts
+  // after exactly n-1 flushes, with no polling race. 0 disarms. A cut by
+  // SetPower(false) disarms too.
+  void SetCutAtFlush(uint64_t n);
+  // Flushes left before the armed cut (0: not armed).
+  uint64_t cut_at_flush() const;
+
+  // --- the I/O path (call only when engaged(); thread-safe) ----------------
+  // EIO while the power is off.
+  absl::Status CheckPowered() const;
+  // A write of the store's semantics (cut at the end, ENOSPC at/after the
+  // end or at the cap, a short count when the cap is hit part-way). In
+  // volatile mode it is logged; `fua` (an O_DSYNC/O_SYNC write) makes it and
+  // everything before it durable. Errors: EIO with the power off; ENOSPC
+  // when the cap leaves no room for the pre-images or the log copy (then
+  // nothing changed).
+  absl::StatusOr<size_t> Write(uint64_t offset, const char* buf, size_t length, bool fua);
+  // Zeroes/frees [offset, offset+length) as PageStore::Discard (the caller
+  // has checked the range). In volatile mode it is an unflushed entry.
+  absl::Status Discard(uint64_t offset, uint64_t length);
+  // FUSE_FSYNC: everything unflushed becomes durable. EIO with power off.
+  absl::Status Flush();
+  // BeforeResize: everything becomes durable (a resize is a flush point).
+  // BeforeFreeAll (BLKFLSBUF): the cache forgets everything, because FreeAll
+  // empties the newest and the durable image alike. Both: EIO with the
+  // power off.
+  absl::Status BeforeResize();
+  absl::Status BeforeFreeAll();
+
+  // --- inspection --------------------------------------------------------------
+  struct Unflushed {
+    uint64_t writes = 0;
+    uint64_t bytes = 0;  // data bytes held (a discard entry holds none)
+  };
+  Unflushed unflushed() const;
+  // Pages with a pre-image now.
+  uint64_t preimage_pages() const;
+  // RAM held by the cache's files (pre-images + log).
+  uint64_t allocated_bytes() const;
+  const WriteCacheStats& stats() const { return stats_; }
+
+  // The durable image's bytes at [offset, offset+length) (what a cut with
+  // all_lost would leave), for tests. Errors: the store's.
+  absl::StatusOr<std::string> ReadDurable(uint64_t offset, size_t length) const;
+
+ private:
+  static constexpr uint32_t kVolatile = 1;
+  static constexpr uint32_t kOff = 2;
+  static constexpr uint32_t kArmed = 4;  // a cut is armed at a coming flush
+
+  struct Entry {
+    uint64_t seq = 0;
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    uint64_t log_offset = 0;  // where the data is in the log file
+    bool zero = false;        // a discard/zero-range: no data, writes zeros
+  };
+
+  absl::Status EnsureFiles() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetStateBit(uint32_t bit, bool on);
+  // Copies page `page` of the store into the pre-image file (a hole if all
+  // zeros) and records it with `seq`.
+  absl::Status Capture(uint64_t page, uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropCaptured(const std::vector<uint64_t>& pages) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Calls fn(page) for every page in [first, last] that has a pre-image,
+  // walking whichever is smaller: the range or the pre-image map.
+  template <typename Fn>
+  void ForEachPreimageIn(uint64_t first, uint64_t last, Fn fn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<size_t> WriteVolatile(uint64_t offset, const char* buf, size_t length, bool fua)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status DiscardVolatile(uint64_t offset, uint64_t length) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Copies [src_offset, +length) of `from` to `to` at dst_offset.
+  absl::Status Copy(const PageStore& from, uint64_t src_offset, PageStore& to, uint64_t dst_offset,
+                    uint64_t length) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteBackOldest() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the log up to `to` dead; frees it in 1 MiB batches.
+  void RetireLog(uint64_t to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status EnforceCacheSize() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets every entry and pre-image; `durable` counts them as made durable.
+  void Clear(bool durable) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Cut() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Power off and Cut(). Returns the EIO the interrupted request gets.
+  absl::Status CutNow() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts one arriving flush against the armed cut; true if it fired.
+  bool ArmedCutFires() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies entry `e` (or only the sectors `keep` says, for a torn entry) to
+  // the store.
+  absl::Status Replay(const Entry& e, uint64_t sector_offset, uint64_t sector_length)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  MemoryPool* const pool_;
+  PageStore* const store_;
+  const std::string name_;
+  std::atomic<uint32_t> state_{0};  // kVolatile | kOff
+  WriteCacheStats stats_;
+
+  mutable std::mutex mu_;
+  CacheSettings settings_ ABSL_GUARDED_BY(mu_);
+  // Pre-images, at the same offset as in the disk (a sparse file of
+  // kMaxDiskBytes), and the log of unflushed data (append-only, reset at
+  // each durable point).
+  std::unique_ptr<PageStore> preimages_file_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<PageStore> log_file_ ABSL_GUARDED_BY(mu_);
+  // page index -> seq of the newest entry that touched it.
+  absl::flat_hash_map<uint64_t, uint64_t> preimages_ ABSL_GUARDED_BY(mu_);
+  std::deque<Entry> entries_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t log_end_ ABSL_GUARDED_BY(mu_) = 0;         // next append offset
+  uint64_t log_freed_to_ ABSL_GUARDED_BY(mu_) = 0;    // log bytes before this are dead
+  uint64_t log_punched_to_ ABSL_GUARDED_BY(mu_) = 0;  // ... and before this freed
+  uint64_t unflushed_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t cut_at_flush_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status last_cut_error_ ABSL_GUARDED_BY(mu_);
+  std::vector<PowercutRecord> last_cut_ ABSL_GUARDED_BY(mu_);
+  std::vector<char> scratch_ ABSL_GUARDED_BY(mu_);  // one copy chunk, made once
+  std::vector<uint64_t> captured_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ramdiskfs
+
+#endif  // RAMDISKFS_WRITE_CACHE_H_
