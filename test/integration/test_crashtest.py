@@ -4,7 +4,7 @@ These are the examples that show the tool finding real problems, and each
 can fail: ext4 with its journal and barriers must be fsck-clean (and keep
 every fsynced file) after 20 cuts with each policy; ext2, which has no
 journal, must show fsck damage after some cut of 20, and the replay command
-of a failed cut must reproduce that cut; SQLite in WAL mode with
+of a failed cut must reproduce that cut; so must ext4 mounted nobarrier; SQLite in WAL mode with
 synchronous=FULL must keep every committed row through 20 cuts, and with
 synchronous=OFF must lose committed rows after some cut.
 """
@@ -85,6 +85,20 @@ def test_ext2_without_a_journal_shows_damage_and_the_replay_reproduces_it(crasht
     assert rc2 == 1 and not r2["ok"]
     for key in ("cut", "seed", "policy", "cut_at", "flushes_before_cut"):
         assert r2[key] == first[key], key
+
+
+def test_ext4_mounted_nobarrier_shows_damage(crashtest):
+    # The same workload and the same filesystem as the clean run above, less
+    # the flushes: ext4 -o nobarrier never tells the drive to make anything
+    # durable, so the cache decides what reaches the platter. A torn cut
+    # (sectors of one write half old, half new) leaves metadata whose
+    # checksum does not match; fsck or the mount must notice.
+    rc, report = crashtest("--cuts", "20", "--seed", "11", "--mount-options", "nobarrier",
+                           workload=[sys.executable, FSOPS, "100"])
+    assert report["reference_flushes"] == 0, "nobarrier still sent flushes"
+    failed = [r for r in report["cuts"] if not r["ok"]]
+    assert rc == 1 and failed, "ext4 -o nobarrier came through 20 power cuts clean:\n" + summary(report)
+    assert all(r["fsck"] != "clean" or r["mount"] != "ok" for r in failed)
 
 
 def test_sqlite_synchronous_full_keeps_every_committed_row(crashtest):
