@@ -147,6 +147,9 @@ absl::StatusOr<DiskSpec> ParseDiskArgument(std::string_view text, uint64_t ram_b
     }
     const std::string_view key = field.substr(0, eq);
     const std::string_view value = field.substr(eq + 1);
+    absl::StatusOr<bool> fault = ApplyFaultKey(key, value, &disk.faults);
+    if (!fault.ok()) return Invalid(fault.status().message());
+    if (*fault) continue;
     bool* seen = nullptr;
     if (key == "mode") {
       seen = &seen_mode;
@@ -155,8 +158,10 @@ absl::StatusOr<DiskSpec> ParseDiskArgument(std::string_view text, uint64_t ram_b
     } else if (key == "readonly") {
       seen = &seen_readonly;
     } else {
-      return Invalid(
-          absl::StrCat("unknown key ", Quote(key), " (expected mode, image or readonly)"));
+      return Invalid(absl::StrCat("unknown key ", Quote(key),
+                                  " (expected mode, image, readonly or a fault setting: badblocks, "
+                                  "badblocks_once, badblocks_partial, errors, fault_seed, latency, "
+                                  "throttle, flakey)"));
     }
     if (*seen) return Invalid(absl::StrCat("repeated key ", Quote(key)));
     *seen = true;
@@ -458,6 +463,12 @@ std::string UsageText(std::string_view program) {
       "                                                     file; SIZE may then be\n"
       "                                                     empty to take its size\n"
       "                                                     (NAME::image=PATH)\n"
+      "                        badblocks=, badblocks_once=, badblocks_partial=,\n"
+      "                        errors=, fault_seed=, latency=, throttle=, flakey=\n"
+      "                                                     fault injection, as the\n"
+      "                                                     control files of the same\n"
+      "                                                     names (docs/faults.md):\n"
+      "                                                     latency=write 200\n"
       "                      NAME: 1-255 of A-Z a-z 0-9 . _ + @ -, not starting\n"
       "                      with . or -\n"
       "  --disks N           N disks named ram0..ramN-1 (1..",

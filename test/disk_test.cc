@@ -236,11 +236,32 @@ TEST_F(DiskTest, StatsRowsAreInTheDocumentedOrder) {
   ASSERT_TRUE(disk->Write(0, "abc", 3).ok());
   std::vector<std::string> keys;
   for (const auto& [k, v] : disk->StatsRows()) keys.push_back(k);
-  const std::vector<std::string> expected = {
-      "name",           "size",        "allocated_bytes", "allocated_pages", "mode",
-      "requested_mode", "readonly",    "opens",           "reads",           "writes",
-      "read_bytes",     "write_bytes", "discards",        "discard_bytes",   "flushes",
-      "fallback",       "passthrough", "overflow_bytes",  "growing"};
+  const std::vector<std::string> expected = {"name",
+                                             "size",
+                                             "allocated_bytes",
+                                             "allocated_pages",
+                                             "mode",
+                                             "requested_mode",
+                                             "readonly",
+                                             "opens",
+                                             "reads",
+                                             "writes",
+                                             "read_bytes",
+                                             "write_bytes",
+                                             "discards",
+                                             "discard_bytes",
+                                             "flushes",
+                                             "fallback",
+                                             "passthrough",
+                                             "overflow_bytes",
+                                             "growing",
+                                             "injected_errors",
+                                             "injected_error_bytes",
+                                             "delayed_requests",
+                                             "delay_us_total",
+                                             "throttled_us_total",
+                                             "dropped_writes",
+                                             "corrupted_writes"};
   EXPECT_EQ(keys, expected);
   EXPECT_EQ(disk->StatsRows()[2].second, "4096");
 }

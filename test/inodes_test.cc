@@ -62,7 +62,13 @@ TEST_F(InodesTest, StaleAndBadNumbersResolveToNothing) {
   EXPECT_EQ(Resolve(*table_, ino).kind, NodeKind::kInvalid);
   EXPECT_EQ(Resolve(*table_, 0).kind, NodeKind::kInvalid);
   EXPECT_EQ(Resolve(*table_, 3 + kGlobalControlFileCount).kind, NodeKind::kInvalid);
-  EXPECT_EQ(Resolve(*table_, (2 << 4) | 15).kind, NodeKind::kInvalid);  // ram1, past its files
+  // The number after ram1's last control file: past its files, or (when
+  // they fill its numbers) disk 3's, which does not exist.
+  const Node control = Lookup(*table_, Resolve(*table_, kRootIno), ".control");
+  const Node last = Lookup(*table_, Lookup(*table_, control, "ram1"),
+                           ControlFilesOf(ControlScope::kDisk).back().name);
+  ASSERT_EQ(last.kind, NodeKind::kControlFile);
+  EXPECT_EQ(Resolve(*table_, last.ino + 1).kind, NodeKind::kInvalid);
   EXPECT_EQ(Lookup(*table_, Resolve(*table_, kRootIno), "ram0").kind, NodeKind::kInvalid);
 }
 
@@ -77,6 +83,8 @@ TEST_F(InodesTest, TheNumbersAreTheDocumentedOnes) {
   EXPECT_EQ(dir.ino, 2u * 16 + 1);
   EXPECT_EQ(Lookup(*table_, dir, "size").ino, 2u * 16 + 2);
   EXPECT_EQ(Lookup(*table_, dir, "stats").ino, 2u * 16 + 7);
+  EXPECT_EQ(Lookup(*table_, dir, "badblocks").ino, 2u * 16 + 8);
+  EXPECT_EQ(Lookup(*table_, dir, "flakey").ino, 2u * 16 + 15);
 }
 
 }  // namespace

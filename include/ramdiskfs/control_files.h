@@ -25,6 +25,15 @@ enum class ControlFile {
   kReadonly,
   kMode,
   kDiskStats,
+  // fault injection (ramdiskfs/faults.h), in FaultFile order
+  kBadblocks,
+  kBadblocksOnce,
+  kBadblocksPartial,
+  kErrors,
+  kFaultSeed,
+  kLatency,
+  kThrottle,
+  kFlakey,
 };
 
 enum class ControlScope { kGlobal, kDisk };
@@ -50,6 +59,14 @@ inline constexpr ControlFileInfo kControlFiles[] = {
     {ControlFile::kReadonly, ControlScope::kDisk, "readonly", true, true},
     {ControlFile::kMode, ControlScope::kDisk, "mode", true, true},
     {ControlFile::kDiskStats, ControlScope::kDisk, "stats", true, false},
+    {ControlFile::kBadblocks, ControlScope::kDisk, "badblocks", true, true},
+    {ControlFile::kBadblocksOnce, ControlScope::kDisk, "badblocks_once", true, true},
+    {ControlFile::kBadblocksPartial, ControlScope::kDisk, "badblocks_partial", true, true},
+    {ControlFile::kErrors, ControlScope::kDisk, "errors", true, true},
+    {ControlFile::kFaultSeed, ControlScope::kDisk, "fault_seed", true, true},
+    {ControlFile::kLatency, ControlScope::kDisk, "latency", true, true},
+    {ControlFile::kThrottle, ControlScope::kDisk, "throttle", true, true},
+    {ControlFile::kFlakey, ControlScope::kDisk, "flakey", true, true},
 };
 
 inline constexpr size_t kGlobalControlFileCount = 4;

@@ -8,7 +8,10 @@
 // `mount -t fuse.ramdiskfs none /mnt -o disks=2,size=64M` and fstab work):
 //
 //   --disk NAME:SIZE[:key=value...]   -o disk=NAME:SIZE[:key=value...]  (repeatable)
-//        keys: mode=dax|direct|cached|null, image=PATH, readonly=0|1
+//        keys: mode=dax|direct|cached|null, image=PATH, readonly=0|1, and the
+//        fault settings of faults.h by their file names (badblocks=+0-7,
+//        errors=read 0.01, latency=write 200, throttle=iops 2000, ...;
+//        repeatable, each value applied as one write to that file)
 //        SIZE may be empty ("ram0::image=/x.img") only with image=
 //   --disks N --size SIZE              -o disks=N,size=SIZE   (ram0..ramN-1)
 //   --max-memory SIZE                  -o max_memory=SIZE
@@ -40,6 +43,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "ramdiskfs/faults.h"
 #include "ramdiskfs/types.h"
 
 namespace ramdiskfs {
@@ -50,6 +54,7 @@ struct DiskSpec {
   std::optional<DataMode> mode;        // absent: Config::default_mode
   std::optional<std::string> image_path;
   bool readonly = false;
+  FaultSettings faults;  // the fault keys; default: none
 };
 
 struct Config {

@@ -1,21 +1,26 @@
 #include "src/fuse/inodes.h"
 
+#include <bit>
 #include <utility>
 
 namespace ramdiskfs {
 namespace {
 
 constexpr Ino kFirstGlobalFileIno = 3;
-constexpr unsigned kDiskShift = 4;  // 16 inode numbers per disk
-constexpr Ino kDiskSlotMask = (Ino{1} << kDiskShift) - 1;
 constexpr Ino kDiskFileSlot = 0;
 constexpr Ino kDiskControlDirSlot = 1;
 constexpr Ino kFirstDiskFileSlot = 2;
+// Inode numbers per disk: the smallest power of two that holds its file,
+// its directory and its control files (16 for 14 files; appending files to
+// the table widens it by itself).
+constexpr unsigned kDiskShift =
+    std::bit_width(static_cast<uint64_t>(kFirstDiskFileSlot + kDiskControlFileCount - 1));
+constexpr Ino kDiskSlotMask = (Ino{1} << kDiskShift) - 1;
 
 static_assert(kFirstGlobalFileIno + kGlobalControlFileCount <= (Ino{1} << kDiskShift),
               "global inode numbers must stay below disk 1's");
 static_assert(kFirstDiskFileSlot + kDiskControlFileCount <= (Ino{1} << kDiskShift),
-              "a disk's control files must fit its 16 inode numbers");
+              "a disk's control files must fit its inode numbers");
 
 Ino DiskIno(uint64_t disk_id, Ino slot) { return (Ino{disk_id} << kDiskShift) | slot; }
 

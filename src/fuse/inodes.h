@@ -5,9 +5,12 @@
 //   1                      the root (FUSE_ROOT_ID)
 //   2                      .control/
 //   3 + i                  the i-th global control file (.control/new, ...)
-//   D*16                   disk D's file (MOUNT/NAME)
-//   D*16 + 1               its control directory (.control/NAME/)
-//   D*16 + 2 + j           its j-th control file (.control/NAME/size, ...)
+//   D*S                    disk D's file (MOUNT/NAME)
+//   D*S + 1                its control directory (.control/NAME/)
+//   D*S + 2 + j            its j-th control file (.control/NAME/size, ...)
+//
+// S is the smallest power of two >= 2 + the per-disk control files (16 for
+// 14; inodes.cc derives it from the table).
 //
 // Disk ids start at 1 and are never reused, so a stale inode number resolves
 // to nothing (ENOENT/ESTALE), and the global numbers stay below disk 1's.

@@ -35,7 +35,11 @@ NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 
 GLOBAL_FILES = {"new": "w", "delete": "w", "max_memory": "rw", "stats": "r"}
 DISK_FILES = {"size": "rw", "flush": "w", "discard": "w", "readonly": "rw", "mode": "rw",
-              "stats": "r"}
+              "stats": "r",
+              # fault injection (docs/faults.md)
+              "badblocks": "rw", "badblocks_once": "rw", "badblocks_partial": "rw",
+              "errors": "rw", "fault_seed": "rw", "latency": "rw", "throttle": "rw",
+              "flakey": "rw"}
 IO_COUNTERS = ["reads", "writes", "read_bytes", "write_bytes"]  # not counted in dax mode
 
 
