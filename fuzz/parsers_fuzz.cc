@@ -1,6 +1,6 @@
 // libFuzzer target for every pure parser of the core: the control-file
-// parsers (control.h), the size parsers (size.h) and the command line
-// (options.h). The input goes to each parser as is, and, split on '\0' and
+// parsers (control.h), the fault files (faults.h), the size parsers (size.h)
+// and the command line (options.h). The input goes to each parser as is, and, split on '\0' and
 // '\n', as an argv to ParseCommandLine. Beyond "no crash, no sanitizer
 // report", it checks what each parser promises and abort()s on a violation.
 //
@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "ramdiskfs/cache_control.h"
 #include "ramdiskfs/control.h"
+#include "ramdiskfs/faults.h"
 #include "ramdiskfs/options.h"
 #include "ramdiskfs/size.h"
 #include "ramdiskfs/status.h"
@@ -157,6 +158,95 @@ void FuzzControl(std::string_view text) {
   absl::Status name_status = ValidateDiskName(text);
   CheckError(name_status, /*names=*/true);
   if (StatusToErrno(name_status) == ENAMETOOLONG) CHECK_INVARIANT(text.size() > 255, text);
+}
+
+// A settings value with something in every file, so that refusals are
+// checked against a non-trivial "before".
+FaultSettings PopulatedFaults() {
+  FaultSettings s;
+  const std::pair<FaultFile, const char*> writes[] = {
+      {FaultFile::kBadblocks, "+8-15\n+100-200"}, {FaultFile::kBadblocksOnce, "1"},
+      {FaultFile::kErrors, "read 0.25 ENOSPC"},   {FaultFile::kFaultSeed, "9"},
+      {FaultFile::kLatency, "write 100 10"},      {FaultFile::kThrottle, "iops 10"},
+      {FaultFile::kFlakey, "1 1 drop_writes"},
+  };
+  for (const auto& [file, text] : writes) {
+    if (!ApplyFaultWrite(file, text, &s).ok()) Fail("PopulatedFaults", text);
+  }
+  return s;
+}
+
+// Every fault file: a refusal is one line with EINVAL, ERANGE or ENOSPC and
+// changes nothing; an accepted write renders to text that (but for
+// badblocks, whose listing has no '+') writes back to the same settings;
+// and the injector's decisions on the result stay inside the request.
+void FuzzFaults(std::string_view text) {
+  static const FaultSettings populated = PopulatedFaults();
+  for (FaultFile file : AllFaultFiles()) {
+    for (const FaultSettings& start : {FaultSettings(), populated}) {
+      FaultSettings s = start;
+      const absl::Status status = ApplyFaultWrite(file, text, &s);
+      if (!status.ok()) {
+        const std::string message(status.message());
+        CHECK_INVARIANT(!message.empty() && message.size() < 1000, message);
+        CHECK_INVARIANT(message.find('\n') == std::string::npos, message);
+        CHECK_INVARIANT(message.rfind(std::string(FaultFileName(file)), 0) == 0, message);
+        const int err = StatusToErrno(status);
+        CHECK_INVARIANT(err == EINVAL || err == ERANGE || err == ENOSPC, message);
+        CHECK_INVARIANT(s == start, message);
+        continue;
+      }
+      CHECK_INVARIANT(text.size() <= kMaxFaultWrite, text);
+      const std::string rendered = RenderFaultFile(file, s);
+      CHECK_INVARIANT(rendered.empty() || rendered.back() == '\n', rendered);
+      if (file == FaultFile::kBadblocks) {
+        uint64_t previous_last = 0;
+        bool first = true;
+        for (const auto& [lo, hi] : s.badblocks.Ranges()) {
+          CHECK_INVARIANT(lo <= hi && hi <= kMaxSector, rendered);
+          CHECK_INVARIANT(first || lo > previous_last + 1, rendered);  // disjoint, merged
+          previous_last = hi;
+          first = false;
+        }
+        CHECK_INVARIANT(s.badblocks.range_count() <= kMaxBadRanges, rendered);
+      } else if (!rendered.empty()) {
+        FaultSettings again = start;
+        // Rendered rules replace each op's rule: start from the same base
+        // with the file's rules cleared, as "0" does.
+        if (file == FaultFile::kErrors) again.errors = {};
+        if (file == FaultFile::kLatency) again.latency = {};
+        if (file == FaultFile::kThrottle) again.throttle = {};
+        const absl::Status back = ApplyFaultWrite(file, rendered, &again);
+        CHECK_INVARIANT(back.ok(), rendered);
+        CHECK_INVARIANT(again == s, rendered);
+      }
+      for (const ErrorRule& rule : s.errors) {
+        CHECK_INVARIANT(rule.probability_ppb <= kProbabilityOne, rendered);
+        CHECK_INVARIANT(rule.probability_ppb == 0 || !InjectableErrnoName(rule.err).empty(),
+                        rendered);
+      }
+      for (const LatencyRule& rule : s.latency) {
+        CHECK_INVARIANT(rule.jitter_us <= rule.us && rule.us + rule.jitter_us <= kMaxLatencyUs,
+                        rendered);
+      }
+      // Decisions on what was accepted.
+      FaultInjector injector;
+      injector.Configure(s, 0);
+      const uint64_t lengths[] = {0, 1, 512, 4096, 1 << 20};
+      for (int i = 0; i < 20; ++i) {
+        FaultRequest request;
+        request.op = static_cast<FaultOp>(i % kFaultOpCount);
+        request.offset = static_cast<uint64_t>(i) * 3583;
+        request.length = request.op == FaultOp::kFlush ? 0 : lengths[i % 5];
+        request.arrival_ns = static_cast<int64_t>(i) * 1'000'000;
+        const FaultDecision d = injector.Decide(request);
+        CHECK_INVARIANT(d.done <= request.length, rendered);
+        CHECK_INVARIANT(d.err == 0 ? d.done == request.length : d.err > 0, rendered);
+        CHECK_INVARIANT(!d.corrupt_at || *d.corrupt_at < request.length, rendered);
+        CHECK_INVARIANT(d.reply_at_ns == 0 || d.reply_at_ns >= request.arrival_ns, rendered);
+      }
+    }
+  }
 }
 
 // Rows made from the input: one per line, the key being the line's first
@@ -298,6 +388,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzSizes(text);
   FuzzControl(text);
   FuzzCacheControl(text);
+  FuzzFaults(text);
   FuzzKeyValues(text);
   FuzzCommandLine(text);
 

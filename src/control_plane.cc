@@ -16,6 +16,13 @@
 #include "src/text.h"
 
 namespace ramdiskfs {
+std::optional<FaultFile> FaultFileOf(ControlFile file) {
+  const size_t first = static_cast<size_t>(ControlFile::kBadblocks);
+  const size_t index = static_cast<size_t>(file);
+  if (index < first || index - first >= kFaultFileCount) return std::nullopt;
+  return AllFaultFiles()[index - first];
+}
+
 namespace {
 
 bool IoFlusherSet() {
@@ -33,6 +40,12 @@ std::string ControlPath(ControlFile file, const Disk* disk) {
 }
 
 std::string Num(uint64_t v) { return std::to_string(v); }
+
+// The fault files are one run of the table, in FaultFile order
+// (test/control_plane_test.cc checks the names agree).
+static_assert(static_cast<size_t>(ControlFile::kFlakey) -
+                  static_cast<size_t>(ControlFile::kBadblocks) + 1 ==
+              kFaultFileCount);
 
 // The global stats file (docs/control.md), in its order: the one list of
 // its keys.
@@ -135,6 +148,15 @@ std::string ControlPlane::Content(ControlFile file, const Disk* disk) const {
       return RenderPowercutLog(disk->cache().last_cut());
     case ControlFile::kPowercutAtFlush:
       return absl::StrCat(disk->cache().cut_at_flush(), "\n");
+    case ControlFile::kBadblocks:
+    case ControlFile::kBadblocksOnce:
+    case ControlFile::kBadblocksPartial:
+    case ControlFile::kErrors:
+    case ControlFile::kFaultSeed:
+    case ControlFile::kLatency:
+    case ControlFile::kThrottle:
+    case ControlFile::kFlakey:
+      return disk->faults().Read(*FaultFileOf(file));
     case ControlFile::kNew:
     case ControlFile::kDelete:
     case ControlFile::kFlush:
@@ -150,7 +172,7 @@ absl::Status ControlPlane::Write(ControlFile file, const std::shared_ptr<Disk>& 
   if (offset != 0) {
     return Logged(what, ErrnoStatus(EINVAL, "control files take one write at offset 0"));
   }
-  if (text.size() > kMaxControlWrite) {
+  if (text.size() > (FaultFileOf(file) ? kMaxFaultWrite : kMaxControlWrite)) {
     return Logged(what, ErrnoStatus(EINVAL, "control write too long"));
   }
   if (disk && !table_->FindById(disk->id())) {
@@ -201,6 +223,15 @@ absl::Status ControlPlane::Apply(ControlFile file, const std::shared_ptr<Disk>& 
       return SetPowercutAtFlush(*disk, text);
     case ControlFile::kPower:
       return SetPower(*disk, text);
+    case ControlFile::kBadblocks:
+    case ControlFile::kBadblocksOnce:
+    case ControlFile::kBadblocksPartial:
+    case ControlFile::kErrors:
+    case ControlFile::kFaultSeed:
+    case ControlFile::kLatency:
+    case ControlFile::kThrottle:
+    case ControlFile::kFlakey:
+      return SetFault(*disk, *FaultFileOf(file), text);
     case ControlFile::kGlobalStats:
     case ControlFile::kDiskStats:
     case ControlFile::kUnflushed:
@@ -413,6 +444,17 @@ absl::Status ControlPlane::SetPower(Disk& disk, std::string_view text) {
     Log("disk ", disk.name(), " power cut: ", before.writes, " unflushed write(s), ", before.bytes,
         " bytes, policy ", PowercutPolicyName(settings.policy), ", seed ", settings.seed);
   }
+  return absl::OkStatus();
+}
+
+// ---- fault injection (SPEC 10; docs/faults.md) ------------------------------------
+
+absl::Status ControlPlane::SetFault(Disk& disk, FaultFile file, std::string_view text) {
+  RDFS_RETURN_IF_ERROR(disk.WriteFaultFile(file, text));
+  // One line for the change, however many lines the file now holds.
+  std::string now = disk.faults().Read(file);
+  for (char& c : now) c = c == '\n' ? ';' : c;
+  Log("disk ", disk.name(), ": ", FaultFileName(file), " is now '", now, "'");
   return absl::OkStatus();
 }
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "ramdiskfs/log.h"
@@ -155,12 +157,14 @@ absl::StatusOr<size_t> Disk::PrepareSplicedRead(uint64_t offset, size_t length) 
   // allowed; only the power check is needed.
   if (cache_.engaged()) RDFS_RETURN_IF_ERROR(cache_.CheckPowered());
   if (mode() == DataMode::kNull) return 0;  // zeros: nothing to splice
+  // A fault may fail, cut short or delay this read: FaultyRead must see it.
+  if (faults_.active()) [[unlikely]] {
+    return 0;
+  }
   const size_t n = ReadableBytes(offset, length);
   if (n > 0) CountRead(n);
   return n;
 }
-
-absl::Status Disk::Sync() { return cache_.Flush(); }
 
 absl::StatusOr<size_t> Disk::Read(uint64_t offset, char* buf, size_t length) {
   if (cache_.engaged()) RDFS_RETURN_IF_ERROR(cache_.CheckPowered());
@@ -213,7 +217,101 @@ absl::StatusOr<size_t> Disk::Write(uint64_t offset, const char* buf, size_t leng
   return n;
 }
 
-absl::Status Disk::Fallocate(int falloc_mode, uint64_t offset, uint64_t length) {
+namespace {
+
+absl::Status InjectedError(const FaultDecision& decision, FaultOp op, uint64_t offset,
+                           uint64_t length) {
+  return ErrnoStatus(decision.err, absl::StrCat("injected fault: ", std::string(FaultOpName(op)),
+                                                " of ", length, " at ", offset));
+}
+
+}  // namespace
+
+absl::StatusOr<size_t> Disk::FaultyRead(uint64_t offset, char* buf, size_t length,
+                                        int64_t* reply_at_ns) {
+  // Only the part inside the disk is a request to the "medium"; a read past
+  // the end returns 0 bytes as without faults, but still pays its latency.
+  if (cache_.engaged()) RDFS_RETURN_IF_ERROR(cache_.CheckPowered());
+  const size_t readable = ReadableBytes(offset, length);
+  const FaultDecision d = faults_.Decide({FaultOp::kRead, offset, readable, MonotonicNowNs()});
+  if (reply_at_ns != nullptr) *reply_at_ns = d.reply_at_ns;
+  if (d.err == 0) return Read(offset, buf, length);
+  if (d.done > 0 && mode() != DataMode::kCached) {
+    return Read(offset, buf, static_cast<size_t>(d.done));
+  }
+  return InjectedError(d, FaultOp::kRead, offset, readable);
+}
+
+absl::StatusOr<size_t> Disk::FaultyWrite(uint64_t offset, const char* buf, size_t length,
+                                         bool fua, int64_t* reply_at_ns) {
+  // The disk's own refusals come first and are not faults; nor is a disk
+  // whose power is off (every I/O fails with EIO, SPEC 11).
+  if (readonly()) return ReadOnlyError();
+  if (cache_.engaged()) RDFS_RETURN_IF_ERROR(cache_.CheckPowered());
+  size_t n = length;  // a growing disk grows to take all of it (Write)
+  if (!growing()) {
+    const uint64_t size = size_bytes();
+    if (offset >= size) {
+      return ErrnoStatus(ENOSPC, absl::StrCat("write at ", offset, " is past the end"));
+    }
+    n = static_cast<size_t>(std::min<uint64_t>(length, size - offset));
+  }
+  const FaultDecision d = faults_.Decide({FaultOp::kWrite, offset, n, MonotonicNowNs()});
+  if (reply_at_ns != nullptr) *reply_at_ns = d.reply_at_ns;
+  if (d.drop) {
+    stats_.writes.fetch_add(1, std::memory_order_relaxed);
+    stats_.write_bytes.fetch_add(n, std::memory_order_relaxed);
+    return n;
+  }
+  if (d.err != 0) {
+    if (d.done > 0) RDFS_RETURN_IF_ERROR(Write(offset, buf, d.done).status());
+    return InjectedError(d, FaultOp::kWrite, offset, n);
+  }
+  if (d.corrupt_at) {
+    // One copy per corrupted write; a flakey window is a test, not the
+    // fast path, so the allocation is acceptable here (SPEC 6 is about
+    // the fault-free path).
+    std::unique_ptr<char[]> copy(new char[n]);
+    std::memcpy(copy.get(), buf, n);
+    copy[*d.corrupt_at] = static_cast<char>(~copy[*d.corrupt_at]);
+    return Write(offset, copy.get(), n, fua);
+  }
+  return Write(offset, buf, n, fua);
+}
+
+absl::Status Disk::Sync(int64_t* reply_at_ns) {
+  if (faults_.active()) [[unlikely]] {
+    // An injected flush error is a flush the drive did not do: the write
+    // cache keeps what it holds unflushed.
+    const FaultDecision d = faults_.Decide({FaultOp::kFlush, 0, 0, MonotonicNowNs()});
+    if (reply_at_ns != nullptr) *reply_at_ns = d.reply_at_ns;
+    if (d.err != 0) return InjectedError(d, FaultOp::kFlush, 0, 0);
+  }
+  return cache_.Flush();
+}
+
+absl::Status Disk::DaxFaultError() const {
+  return ErrnoStatus(EINVAL, absl::StrCat("disk ", name_,
+                                          " is in dax mode: the kernel serves its I/O without "
+                                          "the daemon, so no fault can be injected; switch it "
+                                          "to direct or cached first (mode file)"));
+}
+
+absl::Status Disk::WriteFaultFile(FaultFile file, std::string_view text) {
+  // The mode in force: a dax disk that fell back to direct is served by the
+  // daemon, so faults work there (test/disk_faults_test.cc).
+  if (mode() == DataMode::kDax) return DaxFaultError();
+  return faults_.Write(file, text, MonotonicNowNs());
+}
+
+absl::Status Disk::ConfigureFaults(const FaultSettings& settings) {
+  if (mode() == DataMode::kDax && !(settings == FaultSettings())) return DaxFaultError();
+  faults_.Configure(settings, MonotonicNowNs());
+  return absl::OkStatus();
+}
+
+absl::Status Disk::Fallocate(int falloc_mode, uint64_t offset, uint64_t length,
+                             int64_t* reply_at_ns) {
   if (readonly()) return ReadOnlyError();
   const bool keep_size = falloc_mode & kFallocKeepSize;
   const int op = falloc_mode & ~kFallocKeepSize;
@@ -238,6 +336,12 @@ absl::Status Disk::Fallocate(int falloc_mode, uint64_t offset, uint64_t length) 
     length = size - offset;
   }
   if (cache_.engaged()) RDFS_RETURN_IF_ERROR(cache_.CheckPowered());
+  if (op != 0 && faults_.active()) [[unlikely]] {
+    const FaultDecision d = faults_.Decide({FaultOp::kDiscard, offset, length, MonotonicNowNs()});
+    if (reply_at_ns != nullptr) *reply_at_ns = d.reply_at_ns;
+    if (d.err != 0) return InjectedError(d, FaultOp::kDiscard, offset, length);
+    if (d.drop) return absl::OkStatus();
+  }
   if (mode() == DataMode::kNull) return absl::OkStatus();
   if (op == 0) return store_->Allocate(offset, length);  // no data changes
   RDFS_RETURN_IF_ERROR(cache_.engaged() ? cache_.Discard(offset, length)
@@ -296,6 +400,11 @@ absl::Status Disk::Resize(uint64_t new_size, int other_opens) {
 
 absl::Status Disk::SetMode(DataMode mode) {
   std::lock_guard lock(mu_);
+  if (mode == DataMode::kDax && faults_.active()) {
+    return ErrnoStatus(EINVAL, absl::StrCat("disk ", name_,
+                                            " has faults set, which dax mode would bypass; "
+                                            "clear them first (docs/faults.md)"));
+  }
   if (opens() > 0) {
     return ErrnoStatus(EBUSY, absl::StrCat("disk ", name_, " is open; close it to change mode"));
   }
@@ -438,6 +547,16 @@ const DiskStat kDiskStats[] = {
      [](const Disk& d) { return Num(d.cache().stats().writes_made_durable.load()); }},
     {"powercuts", [](const Disk& d) { return Num(d.cache().stats().powercuts.load()); }},
     {"cache_allocated_bytes", [](const Disk& d) { return Num(d.cache().allocated_bytes()); }},
+    // Fault injection (faults.h, FaultStats), in the order of SPEC 10.
+    {"injected_errors", [](const Disk& d) { return Num(d.faults().stats().injected_errors); }},
+    {"injected_error_bytes",
+     [](const Disk& d) { return Num(d.faults().stats().injected_error_bytes); }},
+    {"delayed_requests", [](const Disk& d) { return Num(d.faults().stats().delayed_requests); }},
+    {"delay_us_total", [](const Disk& d) { return Num(d.faults().stats().delay_us_total); }},
+    {"throttled_us_total",
+     [](const Disk& d) { return Num(d.faults().stats().throttled_us_total); }},
+    {"dropped_writes", [](const Disk& d) { return Num(d.faults().stats().dropped_writes); }},
+    {"corrupted_writes", [](const Disk& d) { return Num(d.faults().stats().corrupted_writes); }},
 };
 
 }  // namespace

@@ -193,6 +193,18 @@ int Main(int argc, char** argv) {
     if (spec.cache.mode == CacheMode::kVolatile && !spec.mode && new_disk.mode == DataMode::kDax) {
       new_disk.mode = DataMode::kDirect;
     }
+    const bool has_faults = !(spec.faults == FaultSettings());
+    if (has_faults && new_disk.mode == DataMode::kDax) {
+      if (spec.mode) {  // asked for by name: refuse, as the fault files do
+        fprintf(stderr,
+                "ramdiskfs: --disk %s: fault settings need mode=direct or mode=cached (dax I/O "
+                "never reaches the daemon)\n",
+                spec.name.c_str());
+        return kExitUsage;
+      }
+      new_disk.mode = DataMode::kDirect;  // the default mode would bypass the faults
+      Log("disk ", spec.name, ": fault settings given, so mode direct instead of dax");
+    }
     new_disk.readonly = false;  // set after the image is in
     new_disk.attributes = {0600, getuid(), getgid(), absl::Now(), absl::Now()};
     absl::StatusOr<std::shared_ptr<Disk>> disk = table.Create(new_disk);
@@ -215,6 +227,16 @@ int Main(int argc, char** argv) {
       return kExitUsage;
     }
     if (spec.readonly || config.readonly) (void)(*disk)->SetReadonly(true);
+    // After the image: loading it is not I/O that faults apply to.
+    if (has_faults) {
+      absl::Status configured = (*disk)->ConfigureFaults(spec.faults);
+      if (!configured.ok()) {
+        fprintf(stderr, "ramdiskfs: --disk %s: %s\n", spec.name.c_str(),
+                std::string(configured.message()).c_str());
+        return kExitUsage;
+      }
+      Log("disk ", spec.name, ": fault settings from --disk are in force");
+    }
   }
   InitLog(/*will_detach=*/!config.foreground);  // past every usage error: we will mount
   if (!dax_problem.empty()) {

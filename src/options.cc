@@ -148,6 +148,9 @@ absl::StatusOr<DiskSpec> ParseDiskArgument(std::string_view text, uint64_t ram_b
     }
     const std::string_view key = field.substr(0, eq);
     const std::string_view value = field.substr(eq + 1);
+    absl::StatusOr<bool> fault = ApplyFaultKey(key, value, &disk.faults);
+    if (!fault.ok()) return Invalid(fault.status().message());
+    if (*fault) continue;
     bool* seen = nullptr;
     if (absl::StatusOr<bool> cache_key = ApplyCacheKey(key, value, &disk.cache);
         !cache_key.ok() || *cache_key) {
@@ -165,7 +168,10 @@ absl::StatusOr<DiskSpec> ParseDiskArgument(std::string_view text, uint64_t ram_b
       seen = &seen_readonly;
     } else {
       return Invalid(absl::StrCat("unknown key ", Quote(key), " (expected mode, image, readonly, ",
-                                  AsAbsl(kCacheKeyNames), ")"));
+                                  AsAbsl(kCacheKeyNames),
+                                  " or a fault setting: badblocks, badblocks_once, "
+                                  "badblocks_partial, errors, fault_seed, latency, throttle, "
+                                  "flakey)"));
     }
     if (*seen) return Invalid(absl::StrCat("repeated key ", Quote(key)));
     *seen = true;
@@ -474,6 +480,12 @@ std::string UsageText(std::string_view program) {
       "                        powercut_policy=P            all_lost|random|prefix|torn\n"
       "                        powercut_seed=N              seed of the cut's draws\n"
       "                                                     (docs/crashtest.md)\n"
+      "                        badblocks=, badblocks_once=, badblocks_partial=,\n"
+      "                        errors=, fault_seed=, latency=, throttle=, flakey=\n"
+      "                                                     fault injection, as the\n"
+      "                                                     control files of the same\n"
+      "                                                     names (docs/faults.md):\n"
+      "                                                     latency=write 200\n"
       "                      NAME: 1-255 of A-Z a-z 0-9 . _ + @ -, not starting\n"
       "                      with . or -\n"
       "  --disks N           N disks named ram0..ramN-1 (1..",

@@ -8,13 +8,16 @@
 #include <cerrno>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "ramdiskfs/control.h"
+#include "ramdiskfs/faults.h"
 #include "ramdiskfs/memory_pool.h"
 #include "ramdiskfs/status.h"
 #include "test/test_disks.h"
@@ -320,6 +323,53 @@ TEST_F(ControlPlaneTest, ContentOfEachReadableFile) {
 
 // The stats files render from one table each: the keys handed out are the
 // keys rendered, in order.
+// The fault files are one run of the control-file table, in FaultFile order.
+TEST(ControlFilesTest, TheFaultFilesAreTheFaultInjectorsFiles) {
+  size_t found = 0;
+  for (const ControlFileInfo& info : ControlFilesOf(ControlScope::kDisk)) {
+    std::optional<FaultFile> fault = FaultFileOf(info.file);
+    if (!fault) continue;
+    EXPECT_EQ(info.name, FaultFileName(*fault));
+    EXPECT_TRUE(info.readable && info.writable) << info.name;
+    ++found;
+  }
+  EXPECT_EQ(found, kFaultFileCount);
+  EXPECT_FALSE(FaultFileOf(ControlFile::kMode).has_value());
+}
+
+TEST_F(ControlPlaneTest, AFaultFileWriteSetsTheFaultAndReadsBack) {
+  auto disk = Make("ram0", kMiB);
+  EXPECT_EQ(Write(ControlFile::kBadblocks, disk, "+0-7\n"), 0);
+  EXPECT_TRUE(disk->faults().active());
+  EXPECT_EQ(control_->Content(ControlFile::kBadblocks, disk.get()), "0-7\n");
+  char buf[512];
+  int64_t at = 0;
+  EXPECT_EQ(StatusToErrno(disk->FaultyRead(0, buf, sizeof(buf), &at).status()), EIO);
+  // Refused: bad text, and a disk in dax mode; nothing changes.
+  EXPECT_EQ(Write(ControlFile::kLatency, disk, "write soon"), EINVAL);
+  EXPECT_EQ(control_->Content(ControlFile::kLatency, disk.get()),
+            disk->faults().Read(FaultFile::kLatency));
+  EXPECT_EQ(Write(ControlFile::kMode, disk, "dax"), EINVAL);  // a fault is set
+  EXPECT_EQ(Write(ControlFile::kBadblocks, disk, "clear"), 0);
+  EXPECT_FALSE(disk->faults().active());
+  EXPECT_EQ(Write(ControlFile::kMode, disk, "dax"), 0);
+  disk->set_dax_fallback("");  // passthrough works: dax is in force
+  EXPECT_EQ(Write(ControlFile::kErrors, disk, "read 0.5"), EINVAL);
+  EXPECT_FALSE(disk->faults().active());
+}
+
+// Fault lists may be longer than other control writes (kMaxFaultWrite).
+TEST_F(ControlPlaneTest, FaultFilesTakeLongerWrites) {
+  auto disk = Make("ram0", 64 * kMiB);
+  std::string list;
+  for (int i = 0; list.size() <= kMaxControlWrite; ++i)
+    absl::StrAppend(&list, "+", i * 16, "-", i * 16 + 7, "\n");
+  ASSERT_LE(list.size(), kMaxFaultWrite);
+  EXPECT_EQ(Write(ControlFile::kBadblocks, disk, list), 0);
+  EXPECT_EQ(Write(ControlFile::kDiscard, disk, list), EINVAL);
+  EXPECT_EQ(Write(ControlFile::kBadblocks, disk, std::string(kMaxFaultWrite + 1, '\n')), EINVAL);
+}
+
 TEST_F(ControlPlaneTest, StatsKeysAreTheRenderedKeys) {
   auto disk = Make("ram0", kMiB);
   auto rows = ParseKeyValues(control_->Content(ControlFile::kDiskStats, disk.get()));

@@ -243,7 +243,10 @@ TEST_F(DiskTest, StatsRowsAreInTheDocumentedOrder) {
       "flushes", "fallback", "passthrough", "overflow_bytes", "growing",
       // the volatile write cache and power (SPEC 11)
       "cache", "power", "flushes_received", "writes_made_durable", "powercuts",
-      "cache_allocated_bytes"};
+      "cache_allocated_bytes",
+      // fault injection (SPEC 10)
+      "injected_errors", "injected_error_bytes", "delayed_requests", "delay_us_total",
+      "throttled_us_total", "dropped_writes", "corrupted_writes"};
   EXPECT_EQ(keys, expected);
   EXPECT_EQ(disk->StatsRows()[2].second, "4096");
 }

@@ -83,7 +83,11 @@ TEST_F(InodesTest, TheNumbersAreTheDocumentedOnes) {
   EXPECT_EQ(dir.ino, ram1 + 1);
   EXPECT_EQ(Lookup(*table_, dir, "size").ino, ram1 + 2);
   EXPECT_EQ(Lookup(*table_, dir, "stats").ino, ram1 + 7);
-  EXPECT_EQ(Lookup(*table_, dir, "powercut_at_flush").ino, ram1 + 2 + kDiskControlFileCount - 1);
+  EXPECT_EQ(Lookup(*table_, dir, "cache").ino, ram1 + 8);
+  EXPECT_EQ(Lookup(*table_, dir, "powercut_at_flush").ino, ram1 + 15);
+  EXPECT_EQ(Lookup(*table_, dir, "badblocks").ino, ram1 + 16);
+  EXPECT_EQ(Lookup(*table_, dir, "flakey").ino, ram1 + 2 + kDiskControlFileCount - 1);
+  EXPECT_EQ(kDiskInoShift, 5u);  // 2 + 22 numbers per disk: 32
 }
 
 }  // namespace

@@ -34,6 +34,15 @@ enum class ControlFile {
   kPower,
   kPowercutLog,
   kPowercutAtFlush,
+  // fault injection (ramdiskfs/faults.h), in FaultFile order
+  kBadblocks,
+  kBadblocksOnce,
+  kBadblocksPartial,
+  kErrors,
+  kFaultSeed,
+  kLatency,
+  kThrottle,
+  kFlakey,
 };
 
 enum class ControlScope { kGlobal, kDisk };
@@ -68,6 +77,14 @@ inline constexpr ControlFileInfo kControlFiles[] = {
     {ControlFile::kPower, ControlScope::kDisk, "power", true, true},
     {ControlFile::kPowercutLog, ControlScope::kDisk, "powercut_log", true, false},
     {ControlFile::kPowercutAtFlush, ControlScope::kDisk, "powercut_at_flush", true, true},
+    {ControlFile::kBadblocks, ControlScope::kDisk, "badblocks", true, true},
+    {ControlFile::kBadblocksOnce, ControlScope::kDisk, "badblocks_once", true, true},
+    {ControlFile::kBadblocksPartial, ControlScope::kDisk, "badblocks_partial", true, true},
+    {ControlFile::kErrors, ControlScope::kDisk, "errors", true, true},
+    {ControlFile::kFaultSeed, ControlScope::kDisk, "fault_seed", true, true},
+    {ControlFile::kLatency, ControlScope::kDisk, "latency", true, true},
+    {ControlFile::kThrottle, ControlScope::kDisk, "throttle", true, true},
+    {ControlFile::kFlakey, ControlScope::kDisk, "flakey", true, true},
 };
 
 inline constexpr size_t kGlobalControlFileCount = 4;

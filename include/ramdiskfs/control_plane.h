@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,6 +40,7 @@
 #include "ramdiskfs/control_files.h"
 #include "ramdiskfs/disk.h"
 #include "ramdiskfs/disk_table.h"
+#include "ramdiskfs/faults.h"
 #include "ramdiskfs/types.h"
 
 namespace ramdiskfs {
@@ -74,6 +76,9 @@ class KernelNotifier {
   virtual ConnectionFacts Facts() const = 0;
 };
 
+// The fault-injection setting a control file is (faults.h), if it is one.
+std::optional<FaultFile> FaultFileOf(ControlFile file);
+
 struct ControlPlaneOptions {
   uid_t uid = 0;  // the mounting user: owner of `new` disks, may BLKFLSBUF
   gid_t gid = 0;
@@ -103,7 +108,8 @@ class ControlPlane {
   // disk of a per-disk file, null for a global one.
   std::string Content(ControlFile file, const Disk* disk) const;
   // One write(2) of `text` at `offset` to `file`. Errors: EINVAL at an
-  // offset other than 0 or above kMaxControlWrite bytes; ENOENT if `disk`
+  // offset other than 0 or above kMaxControlWrite bytes (kMaxFaultWrite for
+  // the fault files, whose lists may be long); ENOENT if `disk`
   // was deleted; EBADF for a read-only file; then the operation's own.
   absl::Status Write(ControlFile file, const std::shared_ptr<Disk>& disk, uint64_t offset,
                      std::string_view text);
@@ -172,6 +178,7 @@ class ControlPlane {
   absl::Status SetCacheSize(Disk& disk, std::string_view text);
   absl::Status SetPowercutAtFlush(Disk& disk, std::string_view text);
   absl::Status SetPower(Disk& disk, std::string_view text);
+  absl::Status SetFault(Disk& disk, FaultFile file, std::string_view text);
 
   DiskTable* const table_;
   KernelNotifier* const kernel_;

@@ -27,6 +27,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "ramdiskfs/faults.h"
 #include "ramdiskfs/page_store.h"
 #include "ramdiskfs/types.h"
 #include "ramdiskfs/write_cache.h"
@@ -144,33 +145,63 @@ class Disk {
   // (docs/design.md, "Data modes"); control-plane operations (flush,
   // discard, resize), which ControlPlane applies through the methods below.
   //
+  // Fault injection (faults.h, docs/faults.md) sits here. The I/O path
+  // checks faults().active() once per read or write — with no fault set
+  // that one relaxed load and branch is all a request pays — and when it is
+  // set calls FaultyRead/FaultyWrite instead of Read/Write.
+  // PrepareSplicedRead returns 0 while it is set, so reads take Read's path.
+  // Fallocate (PUNCH_HOLE/ZERO_RANGE: the "discard" op) and Sync (the
+  // "flush" op) check it themselves. The Faulty* methods ask faults() for a
+  // decision and fail, cut short, drop or corrupt the request as decided;
+  // `reply_at_ns` receives the time (MonotonicNowNs) before which the reply
+  // must not be sent, or 0: the caller then sends it through a TimerQueue,
+  // so a FaultyRead buffer must outlive the call.
+  //
   // Read: null mode returns zeros without touching memory. Counts stats.
   absl::StatusOr<size_t> Read(uint64_t offset, char* buf, size_t length);
+  // Read with faults: an injected error fails it with that errno; with
+  // badblocks_partial a read crossing a bad sector returns the bytes before
+  // it (a short read; the next read, at the bad sector, fails), except in
+  // cached mode, where the kernel would take a short read for the end of
+  // the file: there it fails.
+  absl::StatusOr<size_t> FaultyRead(uint64_t offset, char* buf, size_t length,
+                                    int64_t* reply_at_ns);
   // A read the transport wants to serve by splicing the backing file's
   // pages (store().fd()) straight into the reply. Returns how many bytes at
   // `offset` it may splice — `length` clipped at the end of the disk — and
   // counts them as one read; 0 means "do not splice: serve it with Read()"
-  // (past the end, null mode, or a layer here that must see the data). A
-  // layer that injects read errors returns its error here.
+  // (past the end, null mode, or a layer here that must see the data: fault
+  // injection, while a fault is set).
   absl::StatusOr<size_t> PrepareSplicedRead(uint64_t offset, size_t length);
   // Write: EROFS if read-only; ENOSPC at or past the end; cut short at the
   // end (a growing disk grows instead; EFBIG past kMaxDiskBytes); null mode
   // drops the data. Counts stats. `fua`: an O_DSYNC/O_SYNC write, a flush
   // point of the write cache.
   absl::StatusOr<size_t> Write(uint64_t offset, const char* buf, size_t length, bool fua = false);
+  // Write with faults: an injected error fails the whole write (with
+  // badblocks_partial, after the bytes before the bad sector are stored, as
+  // null_blk does: a short write would let a loop device report the rest as
+  // written); drop_writes returns the length and stores nothing (nor
+  // flushes, for a `fua` write: the drive lies); corrupt_writes stores a
+  // copy with one byte complemented.
+  absl::StatusOr<size_t> FaultyWrite(uint64_t offset, const char* buf, size_t length, bool fua,
+                                     int64_t* reply_at_ns);
   // fallocate(mode, offset, length) as a block device treats it: PUNCH_HOLE
   // (needs KEEP_SIZE) and ZERO_RANGE free the range's pages and zero partial
   // ones; mode 0 / KEEP_SIZE allocate. A range past the end is cut when
   // KEEP_SIZE is set and EINVAL otherwise; an offset at or past the end is
   // EINVAL. A growing disk grows for mode 0 and takes ranges past its end
   // with KEEP_SIZE as nothing to do (as a file would). Errors: EROFS,
-  // EOPNOTSUPP for other modes, ENOSPC from the cap.
-  absl::Status Fallocate(int falloc_mode, uint64_t offset, uint64_t length);
+  // EOPNOTSUPP for other modes, ENOSPC from the cap. PUNCH_HOLE and
+  // ZERO_RANGE are fault injection's "discard" op (`reply_at_ns` as above).
+  absl::Status Fallocate(int falloc_mode, uint64_t offset, uint64_t length,
+                         int64_t* reply_at_ns = nullptr);
   // fsync/fdatasync of an open disk file (FUSE_FSYNC): a flush of the
   // disk's write cache (SPEC 11), which makes its unflushed writes durable;
-  // EIO with the power off. Without a cache: succeeds at once (RAM); fault
-  // injection may fail it (EIO).
-  absl::Status Sync();
+  // EIO with the power off. Without a cache: succeeds at once (RAM). Fault
+  // injection's "flush" op may fail it (then nothing is flushed) or delay
+  // it (`reply_at_ns` as above).
+  absl::Status Sync(int64_t* reply_at_ns = nullptr);
   // How many of `length` bytes at `offset` lie inside the disk.
   size_t ReadableBytes(uint64_t offset, size_t length) const;
 
@@ -184,8 +215,19 @@ class Disk {
   // shrinking needs other_opens == 0 (EBUSY). Errors: EROFS, EINVAL/EFBIG
   // above kMaxDiskBytes.
   absl::Status Resize(uint64_t new_size, int other_opens);
-  // Switches the requested mode. Errors: EBUSY while open.
+  // Switches the requested mode. Errors: EBUSY while open; EINVAL for dax
+  // while a fault is set (dax I/O never reaches the daemon).
   absl::Status SetMode(DataMode mode);
+
+  // --- fault injection ------------------------------------------------------------
+  FaultInjector& faults() { return faults_; }
+  const FaultInjector& faults() const { return faults_; }
+  // A write to the fault control file `file`. Errors: EINVAL on a disk in
+  // dax mode (the message names direct and cached, the modes to use); then
+  // those of FaultInjector::Write. Nothing changes on error.
+  absl::Status WriteFaultFile(FaultFile file, std::string_view text);
+  // The --disk fault keys at start. Errors: EINVAL in dax mode, as above.
+  absl::Status ConfigureFaults(const FaultSettings& settings);
   // Errors: EBUSY when making a disk read-only while an open can write
   // without the daemon (AddBypassWriter: the kernel would keep writing past
   // the flag, through passthrough or a shared writable mapping, even one
@@ -229,6 +271,7 @@ class Disk {
 
  private:
   absl::Status ReadOnlyError() const;
+  absl::Status DaxFaultError() const;
   void CountRead(size_t bytes);
   // A growing disk: extends the size to cover [offset, offset+length).
   absl::Status GrowFor(uint64_t offset, uint64_t length);
@@ -247,6 +290,7 @@ class Disk {
   std::atomic<uint64_t> overflow_events_{0};
   DiskStats stats_;
   WriteCache cache_;  // after store_: it uses the store
+  FaultInjector faults_;
 
   mutable std::mutex mu_;
   DiskAttributes attributes_ ABSL_GUARDED_BY(mu_);

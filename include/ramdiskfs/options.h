@@ -11,6 +11,9 @@
 //        keys: mode=dax|direct|cached|null, image=PATH, readonly=0|1, and the
 //        write-cache keys of cache_control.h (cache=, cache_size=,
 //        powercut_policy=, powercut_seed=)
+//        fault settings of faults.h by their file names (badblocks=+0-7,
+//        errors=read 0.01, latency=write 200, throttle=iops 2000, ...;
+//        repeatable, each value applied as one write to that file)
 //        SIZE may be empty ("ram0::image=/x.img") only with image=
 //   --disks N --size SIZE              -o disks=N,size=SIZE   (ram0..ramN-1)
 //   --max-memory SIZE                  -o max_memory=SIZE
@@ -43,6 +46,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "ramdiskfs/cache_control.h"
+#include "ramdiskfs/faults.h"
 #include "ramdiskfs/types.h"
 
 namespace ramdiskfs {
@@ -54,6 +58,7 @@ struct DiskSpec {
   std::optional<std::string> image_path;
   bool readonly = false;
   CacheSettings cache;  // SPEC 11 keys (cache=, cache_size=, powercut_*=)
+  FaultSettings faults;  // the fault keys; default: none
 };
 
 struct Config {

@@ -24,6 +24,7 @@
 
 #include "ramdiskfs/control_plane.h"
 #include "ramdiskfs/disk_table.h"
+#include "ramdiskfs/timer_queue.h"
 #include "ramdiskfs/types.h"
 #include "src/fuse/custom_io.h"
 #include "src/fuse/passthrough.h"
@@ -58,6 +59,10 @@ class Filesystem final : public KernelNotifier {
   }
   // Dax was required and INIT found it unavailable: exit 2.
   bool fatal() const { return passthrough_.fatal(); }
+  // Late replies of fault injection (latency, throttle): one thread for
+  // every disk. The session calls timers().RunAllNow() when its loop ends,
+  // before the session is destroyed.
+  TimerQueue& timers() { return timers_; }
 
   // KernelNotifier. The notifications are sent without any lock held; an
   // -ENOENT answer just means the kernel holds nothing to drop.
@@ -74,6 +79,7 @@ class Filesystem final : public KernelNotifier {
   CustomIoState io_state_;
   ControlPlane control_;
   struct timespec start_time_;
+  TimerQueue timers_;
 };
 
 }  // namespace ramdiskfs

@@ -10,7 +10,7 @@
 //   D*S + 2 + j            its j-th control file (.control/NAME/size, ...)
 //
 // S = 1 << kDiskInoShift, the smallest power of two that holds a disk's
-// 2 + kDiskControlFileCount numbers (16 while it has 14 control files).
+// 2 + kDiskControlFileCount numbers (32 while it has 22 control files).
 //
 // Disk ids start at 1 and are never reused, so a stale inode number resolves
 // to nothing (ENOENT/ESTALE), and the global numbers stay below disk 1's.

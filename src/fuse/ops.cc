@@ -16,8 +16,10 @@
 #include <string_view>
 
 #include "absl/time/clock.h"
+#include "ramdiskfs/faults.h"
 #include "ramdiskfs/size.h"
 #include "ramdiskfs/status.h"
+#include "ramdiskfs/timer_queue.h"
 #include "src/fuse/custom_io.h"
 #include "src/fuse/filesystem.h"
 #include "src/fuse/inodes.h"
@@ -274,6 +276,49 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 // Reads the daemon serves: direct/cached/null disks (dax reads never arrive,
 // except through an open that fell back) and control files.
+// ---- fault injection: the I/O path when a fault is set ------------------------------
+//
+// The read and write handlers check disk.faults().active() once and come
+// here when it is set (with no fault set that check is all a request pays).
+// The decision may ask for a late reply (latency, throttle): it is then
+// sent from the filesystem's TimerQueue thread (fuse_reply_* is
+// thread-safe), so the worker goes back for the next request and a delayed
+// request never holds up another. Read data then lives in a buffer of the
+// request's own, not the worker's ThreadBuffer.
+
+// Sends `reply` now, or from the TimerQueue at `reply_at_ns` if that is
+// still ahead.
+void ReplyAt(Filesystem& fs, int64_t reply_at_ns, TimerQueue::Closure reply) {
+  if (reply_at_ns == 0 || reply_at_ns <= MonotonicNowNs()) return std::move(reply)();
+  fs.timers().Schedule(reply_at_ns, std::move(reply));
+}
+
+void ReadWithFaults(Filesystem& fs, fuse_req_t req, Disk& disk, size_t size, uint64_t offset) {
+  std::unique_ptr<char[]> buffer(new char[std::max<size_t>(size, 1)]);
+  int64_t reply_at = 0;
+  absl::StatusOr<size_t> n = disk.FaultyRead(offset, buffer.get(), size, &reply_at);
+  ReplyAt(fs, reply_at, [req, n = std::move(n), buffer = std::move(buffer)] {
+    if (!n.ok()) return ReplyError(req, n.status());
+    fuse_reply_buf(req, buffer.get(), *n);
+  });
+}
+
+void WriteWithFaults(Filesystem& fs, fuse_req_t req, Disk& disk, const char* buf, size_t size,
+                     uint64_t offset, bool fua) {
+  int64_t reply_at = 0;
+  absl::StatusOr<size_t> n = disk.FaultyWrite(offset, buf, size, fua, &reply_at);
+  ReplyAt(fs, reply_at, [req, n = std::move(n)] {
+    if (!n.ok()) return ReplyError(req, n.status());
+    fuse_reply_write(req, *n);
+  });
+}
+
+// fsync and fallocate: Disk applies the faults itself; the reply may be late.
+void ReplyStatusAt(Filesystem& fs, fuse_req_t req, int64_t reply_at, absl::Status status) {
+  ReplyAt(fs, reply_at,
+          [req, status = std::move(status)] { fuse_reply_err(req, StatusToErrno(status)); });
+}
+
 void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   OpenFile* of = FileOf(fi);
   if (off < 0) return (void)fuse_reply_err(req, EINVAL);
@@ -290,6 +335,9 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   }
   Disk& disk = *of->disk;
   const uint64_t offset = static_cast<uint64_t>(off);
+  if (disk.faults().active()) [[unlikely]] {
+    return ReadWithFaults(*FsOf(req), req, disk, size, offset);
+  }
   if (size >= kSpliceMinBytes && size <= kMaxReadBytes && offset % kPageSize == 0) {
     absl::StatusOr<size_t> n = disk.PrepareSplicedRead(offset, size);
     if (!n.ok()) return ReplyError(req, n.status());
@@ -309,6 +357,10 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
     // O_DSYNC/O_SYNC writes are flush points of the write cache (the kernel
     // sends no FSYNC after a FOPEN_DIRECT_IO write; the open flags say it).
     const bool fua = (fi->flags & O_DSYNC) != 0;
+    if (of->disk->faults().active()) [[unlikely]] {
+      return WriteWithFaults(*FsOf(req), req, *of->disk, buf, size, static_cast<uint64_t>(off),
+                             fua);
+    }
     absl::StatusOr<size_t> n = of->disk->Write(static_cast<uint64_t>(off), buf, size, fua);
     if (!n.ok()) return ReplyError(req, n.status());
     return (void)fuse_reply_write(req, *n);
@@ -344,7 +396,9 @@ void OnFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
   if (int err = Passthrough::ReportOverflow(*of->disk, of->for_write, &of->overflow_seen)) {
     return (void)fuse_reply_err(req, err);
   }
-  fuse_reply_err(req, StatusToErrno(of->disk->Sync()));
+  int64_t reply_at = 0;
+  absl::Status status = of->disk->Sync(&reply_at);  // fault injection's "flush" op
+  ReplyStatusAt(*FsOf(req), req, reply_at, std::move(status));
 }
 
 void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -431,9 +485,10 @@ void OnFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t l
   if (of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, EOPNOTSUPP);
   if (offset < 0 || length <= 0) return (void)fuse_reply_err(req, EINVAL);
   // Never ENOSYS: the kernel would turn fallocate off for the whole mount.
-  absl::Status status =
-      of->disk->Fallocate(mode, static_cast<uint64_t>(offset), static_cast<uint64_t>(length));
-  fuse_reply_err(req, StatusToErrno(status));
+  int64_t reply_at = 0;
+  absl::Status status = of->disk->Fallocate(mode, static_cast<uint64_t>(offset),
+                                            static_cast<uint64_t>(length), &reply_at);
+  ReplyStatusAt(*FsOf(req), req, reply_at, std::move(status));
 }
 
 void OnLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {

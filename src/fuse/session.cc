@@ -121,6 +121,9 @@ int RunSession(const Config& config, Filesystem& fs) {
     return kExitUsage;
   }
   absl::Cleanup destroy = [se, &fs] {
+    // Delayed replies still queued (fault injection) go out before the
+    // session they belong to is destroyed.
+    fs.timers().RunAllNow();
     fs.set_session(nullptr);
     fuse_session_destroy(se);
   };
@@ -176,6 +179,7 @@ int RunSession(const Config& config, Filesystem& fs) {
   NotifyStopping();
   stop = true;
   signals.join();
+  fs.timers().RunAllNow();  // and before the unmount, while the kernel waits for them
   if (fs.fatal()) return kExitMountFailure;
   if (loop_status < 0 && loop_status != -ENODEV) {
     Log("request loop ended with ", strerror(-loop_status));

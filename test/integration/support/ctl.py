@@ -39,7 +39,11 @@ DISK_FILES = {"size": "rw", "flush": "w", "discard": "w", "readonly": "rw", "mod
               # SPEC 11 (test_powercut.py)
               "cache": "rw", "cache_size": "rw", "unflushed": "r", "powercut_policy": "rw",
               "powercut_seed": "rw", "power": "rw", "powercut_log": "r",
-              "powercut_at_flush": "rw"}
+              "powercut_at_flush": "rw",
+              # fault injection (docs/faults.md)
+              "badblocks": "rw", "badblocks_once": "rw", "badblocks_partial": "rw",
+              "errors": "rw", "fault_seed": "rw", "latency": "rw", "throttle": "rw",
+              "flakey": "rw"}
 IO_COUNTERS = ["reads", "writes", "read_bytes", "write_bytes"]  # not counted in dax mode
 
 
