@@ -242,8 +242,8 @@ absl::StatusOr<size_t> Disk::FaultyRead(uint64_t offset, char* buf, size_t lengt
   return InjectedError(d, FaultOp::kRead, offset, readable);
 }
 
-absl::StatusOr<size_t> Disk::FaultyWrite(uint64_t offset, const char* buf, size_t length,
-                                         bool fua, int64_t* reply_at_ns) {
+absl::StatusOr<size_t> Disk::FaultyWrite(uint64_t offset, const char* buf, size_t length, bool fua,
+                                         int64_t* reply_at_ns) {
   // The disk's own refusals come first and are not faults; nor is a disk
   // whose power is off (every I/O fails with EIO, SPEC 11).
   if (readonly()) return ReadOnlyError();

@@ -57,7 +57,7 @@ struct DiskSpec {
   std::optional<DataMode> mode;        // absent: Config::default_mode
   std::optional<std::string> image_path;
   bool readonly = false;
-  CacheSettings cache;  // SPEC 11 keys (cache=, cache_size=, powercut_*=)
+  CacheSettings cache;   // SPEC 11 keys (cache=, cache_size=, powercut_*=)
   FaultSettings faults;  // the fault keys; default: none
 };
 
