@@ -8,8 +8,13 @@
 // sleeps on a condition variable until the earliest deadline. Closures due
 // at the same time run in the order they were scheduled. The thread runs
 // with a timer slack of 1 ns (PR_SET_TIMERSLACK): the default 50 us slack
-// would add up to 5% to a 1 ms delay. It blocks every signal, so that
-// signals go to the thread the daemon keeps for them.
+// would add up to 5% to a 1 ms delay. Even so a timed sleep ends late (on
+// the 2-core PVM guest of docs/benchmarks.md, 64 us late at the median for
+// a 1 ms sleep), so the thread learns its own lateness (a moving average of
+// how late each sleep ended, at most kMaxEarlyNs), sleeps that much less,
+// and spins the rest of the way to the deadline: replies leave within a few
+// microseconds of it, for a spin of about the lateness's spread. It blocks
+// every signal, so that signals go to the thread the daemon keeps for them.
 //
 // Thread-safe. Closures run on the queue's thread, one at a time, with no
 // lock held (so a closure may Schedule again); they must not block for
@@ -66,11 +71,15 @@ class TimerQueue {
   static bool Later(const Entry& a, const Entry& b);
   void Run();
 
+  // The most the thread wakes before a deadline to spin the rest.
+  static constexpr int64_t kMaxEarlyNs = 200'000;
+
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::vector<Entry> heap_ ABSL_GUARDED_BY(mu_);
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t early_ns_ ABSL_GUARDED_BY(mu_) = 0;  // how much before a deadline to wake
   std::thread thread_;
 };
 
