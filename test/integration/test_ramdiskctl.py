@@ -878,7 +878,8 @@ def test_completion_disks_and_columns(two_disks):
     assert set(ctl_complete("-o", "", env=env)) >= {column_name(k) for k in mnt.stats("ram0")
                                                     if k not in ("name", "allocated_bytes",
                                                                  "readonly")}
-    assert ctl_complete("-o", "NAME,wr", env=env) == ["NAME,WRITES", "NAME,WRITE-BYTES"]
+    assert ctl_complete("-o", "NAME,wr", env=env) == ["NAME,WRITES", "NAME,WRITE-BYTES",
+                                                 "NAME,WRITES-MADE-DURABLE"]
     assert ctl_complete("--output", "=", "SI", env=env) == ["SIZE"]
     assert ctl_complete("--output", "=", env=env)[:2] == ["NAME", "SIZE"]
     assert "NAME,NAME" not in ctl_complete("-o", "NAME,", env=env)
