@@ -23,7 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "ramdiskfs/log.h"
-#include "src/fuse/filesystem.h"
+#include "src/fuse/custom_io.h"
 #include "src/fuse/kernel_abi.h"
 
 namespace ramdiskfs {
