@@ -9,8 +9,9 @@ import pathlib
 
 import pytest
 
-from conftest import BIN, ENABLE_URING, PAGE, is_mounted, require_fuse
-from helpers import MiB, odirect_pread, odirect_pwrite, pattern, run_expect_exit
+from support.io import odirect_pread, odirect_pwrite, pattern
+from support.mounts import BIN, ENABLE_URING, is_mounted, run_expect_exit
+from support.units import MiB, PAGE
 
 
 @contextlib.contextmanager
@@ -114,7 +115,7 @@ def test_uring_serves_every_mode(uring_enabled, mount_factory):
     assert len(ring_fds(pid)) == possible_cpus() * depth
 
     before = completions(pid)
-    data = pattern(7, MiB)
+    data = pattern(MiB, seed=7)
     for name in ("d", "c"):
         odirect_pwrite(mnt.disk(name), data, MiB)
         assert odirect_pread(mnt.disk(name), MiB, MiB) == data
@@ -156,7 +157,7 @@ def test_requests_go_to_the_callers_cpu_queue(uring_enabled, mount_factory):
 
 def test_dev_transport(mount_factory):
     mnt = mount_factory("--transport", "dev", "--disk", "d:4M:mode=direct", wait_disks=["d"])
-    odirect_pwrite(mnt.disk("d"), pattern(3, 64 * 1024), 0)
+    odirect_pwrite(mnt.disk("d"), pattern(64 * 1024, seed=3), 0)
     stats = mnt.stats()
     assert stats["transport"] == "dev"
     assert ring_fds(mnt.proc.pid) == []
@@ -169,7 +170,7 @@ def test_uring_refused_when_enable_uring_is_off(uring_enabled, tmp_path):
     with enable_uring_set("N"):
         code, out, err = run_expect_exit([BIN, mnt, "-f", "--transport", "uring",
                                           "--disk", "d:4M"])
-    assert code == 2, (out, err)
+    assert code == 32, (out, err)  # a mount failure (man page, EXIT STATUS)
     assert not is_mounted(mnt)
     lines = [l for l in err.splitlines() if "transport" in l]
     assert len(lines) == 1, err
@@ -184,7 +185,7 @@ def test_auto_falls_back_to_dev(uring_enabled, mount_factory):
     with enable_uring_set("N"):
         mnt = mount_factory("--transport", "auto", "--disk", "d:4M:mode=direct",
                             wait_disks=["d"])
-    odirect_pwrite(mnt.disk("d"), pattern(4, 64 * 1024), 0)
+    odirect_pwrite(mnt.disk("d"), pattern(64 * 1024, seed=4), 0)
     assert mnt.stats()["transport"] == "dev"
     assert "transport dev" in mnt.log() and str(ENABLE_URING) in mnt.log()
     assert ring_fds(mnt.proc.pid) == []
@@ -202,7 +203,7 @@ def test_uring_mount_outlives_enable_uring_going_off(uring_enabled, mount_factor
     fc->io_uring), so turning enable_uring off under a mounted daemon changes nothing."""
     mnt = mount_factory("--transport", "uring", "--disk", "d:4M:mode=direct", wait_disks=["d"])
     with enable_uring_set("N"):
-        data = pattern(5, 256 * 1024)
+        data = pattern(256 * 1024, seed=5)
         before = completions(mnt.proc.pid)
         odirect_pwrite(mnt.disk("d"), data, 0)
         assert odirect_pread(mnt.disk("d"), len(data), 0) == data
