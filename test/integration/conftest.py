@@ -15,7 +15,7 @@ With RAMDISKFS_TRANSPORT=uring the session turns the fuse module's enable_uring 
 import pytest
 
 from support.mounts import ENABLE_URING, TRANSPORT, start_mount, teardown_mount
-from support.require import IN_CI, require_fuse
+from support.require import require, require_fuse
 
 
 @pytest.fixture(scope="session")
@@ -24,22 +24,14 @@ def uring_enabled():
     it was. The daemon never writes it (SPEC 14); the tests do, as the administrator would.
     Under CI=true a kernel without it, or a switch that cannot be set, fails."""
     require_fuse()
-
-    def need(condition, what):
-        if condition:
-            return
-        if IN_CI:
-            pytest.fail(f"CI=true and {what} is missing: the io_uring transport cannot be tested")
-        pytest.skip(f"{what} is missing")
-
-    need(ENABLE_URING.exists(), f"{ENABLE_URING} (a kernel with FUSE over io_uring)")
+    require(ENABLE_URING.exists(), f"{ENABLE_URING} (a kernel with FUSE over io_uring)")
     old = ENABLE_URING.read_text().strip()
     try:
         ENABLE_URING.write_text("1")
     except OSError as e:
-        need(False, f"a writable {ENABLE_URING} ({e})")
+        require(False, f"a writable {ENABLE_URING} ({e})")
     try:
-        need(ENABLE_URING.read_text().strip() == "Y", f"an {ENABLE_URING} that stays Y")
+        require(ENABLE_URING.read_text().strip() == "Y", f"an {ENABLE_URING} that stays Y")
         yield
     finally:
         ENABLE_URING.write_text("1" if old == "Y" else "0")
