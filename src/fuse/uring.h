@@ -111,12 +111,12 @@ class UringTransport {
   std::unique_ptr<Handshake> handshake_;
 };
 
-// ---- session glue: each is one hook line in session.cc, in this order ------------
+// ---- session glue: each is one hook line in custom_io.cc or session.cc, in order --
 // One session per process, as for the custom io.
 
 // Before mounting: records --transport/--uring-depth and checks the kernel.
 // Returns false (after logging why and how to enable it) if io_uring was
-// required (--transport uring) and is unavailable: exit status 2.
+// required (--transport uring) and is unavailable: exit status 32 (a mount failure).
 bool UringConfigure(const Config& config);
 // The custom io's read saw the INIT request.
 void UringOnInitRequest(const abi::InitIn& init);
