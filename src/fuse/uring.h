@@ -10,7 +10,7 @@
 //     the first arg are copied there (at most 168 bytes), which rebuilds the
 //     contiguous /dev/fuse layout without moving the payload (write data is
 //     not copied), and fuse_session_process_buf() runs the request.
-//   - The reply comes back through the custom io's writev (session.cc), which
+//   - The reply comes back through the custom io's writev (custom_io.cc), which
 //     calls RouteReply() first: a reply whose unique belongs to a ring entry is
 //     put into the entry (out header into the header buffer, the rest into the
 //     payload buffer; a read reply that /dev/fuse would splice is pread into
