@@ -7,7 +7,7 @@
 set -euo pipefail
 
 want=${1:-build}
-packages=(build-essential cmake pkg-config libfuse3-dev fuse3 libabsl-dev libgtest-dev
+packages=(build-essential cmake pkg-config libfuse3-dev fuse3 liburing-dev libabsl-dev libgtest-dev
           libbenchmark-dev libsmartcols-dev libsystemd-dev)
 if [[ $want == test || $want == bench ]]; then
   # groff: man page checks; systemd: systemd-analyze verify of the unit (no

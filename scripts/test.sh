@@ -2,7 +2,8 @@
 # Builds ramdiskfs and runs every test: unit tests, the same under ASan+UBSan
 # and TSan, a short fuzz run of the parsers, and the integration tests that
 # mount the real binary (root, /dev/fuse and loop devices needed), once with
-# the normal build and once with the ASan+UBSan daemon.
+# the normal build over /dev/fuse, once over FUSE io_uring, and once with the
+# ASan+UBSan daemon over io_uring.
 #
 #   scripts/test.sh [--quick] [pytest args...]
 #
@@ -73,15 +74,24 @@ if ((!quick)); then
 fi
 
 stage "integration tests (real mounts)"
-RAMDISKFS_BIN=$PWD/build/ramdiskfs /usr/bin/python3 -m pytest test/integration -q \
-  --junitxml="$results/integration.xml" "$@" || fail "integration tests"
+RAMDISKFS_TRANSPORT=dev RAMDISKFS_BIN=$PWD/build/ramdiskfs /usr/bin/python3 -m pytest \
+  test/integration -q --junitxml="$results/integration.xml" "$@" || fail "integration tests"
+
+# The same suites with every daemon on FUSE over io_uring (the session turns the
+# fuse module's enable_uring on and restores it; CI=true fails if it cannot).
+stage "integration tests over FUSE io_uring"
+RAMDISKFS_TRANSPORT=uring RAMDISKFS_BIN=$PWD/build/ramdiskfs /usr/bin/python3 -m pytest \
+  test/integration -q --junitxml="$results/integration-uring.xml" "$@" \
+  || fail "integration tests (io_uring)"
 
 if ((!quick)) && [[ -x build-asan/ramdiskfs ]]; then
   # The same suites against the ASan+UBSan daemon, less the long fio stress:
-  # memory errors in the FUSE adapter only show with a real kernel client.
-  stage "integration tests against the ASan+UBSan daemon"
+  # memory errors in the FUSE adapter only show with a real kernel client. On
+  # io_uring, whose buffers and threads are the adapter's own (uring.cc); the
+  # /dev/fuse path runs its sanitizer-free suite above.
+  stage "integration tests against the ASan+UBSan daemon (io_uring)"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    RAMDISKFS_BIN=$PWD/build-asan/ramdiskfs /usr/bin/python3 -m pytest test/integration -q \
+    RAMDISKFS_TRANSPORT=uring RAMDISKFS_BIN=$PWD/build-asan/ramdiskfs /usr/bin/python3 -m pytest test/integration -q \
     --deselect test/integration/test_blockdev.py::test_stress_fio_verify \
     --junitxml="$results/integration-asan.xml" "$@" || fail "integration tests (ASan daemon)"
 fi

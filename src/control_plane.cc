@@ -72,6 +72,7 @@ const GlobalStat kGlobalStats[] = {
      }},
     {"io_flusher",
      [](DiskTable&, const ConnectionFacts&) { return std::string(IoFlusherSet() ? "1" : "0"); }},
+    {"transport", [](DiskTable&, const ConnectionFacts& f) { return std::string(f.transport); }},
 };
 
 }  // namespace

@@ -195,7 +195,17 @@ absl::StatusOr<DiskSpec> ParseDiskArgument(std::string_view text, uint64_t ram_b
 }
 
 // The options ramdiskfs owns, by their -o key.
-enum class Key { kDisk, kDisks, kSize, kMaxMemory, kMode, kStore, kThreads };
+enum class Key {
+  kDisk,
+  kDisks,
+  kSize,
+  kMaxMemory,
+  kMode,
+  kStore,
+  kThreads,
+  kTransport,
+  kUringDepth
+};
 
 std::optional<Key> FindKey(std::string_view name) {
   std::string normalized(name);
@@ -209,6 +219,8 @@ std::optional<Key> FindKey(std::string_view name) {
   if (normalized == "mode") return Key::kMode;
   if (normalized == "store") return Key::kStore;
   if (normalized == "threads") return Key::kThreads;
+  if (normalized == "transport") return Key::kTransport;
+  if (normalized == "uring_depth") return Key::kUringDepth;
   return std::nullopt;
 }
 
@@ -281,6 +293,18 @@ absl::Status CommandLineParser::Apply(Key key, std::string_view value, std::stri
       absl::StatusOr<int> threads = ParseCount(value, 1, kMaxThreads, "thread count");
       if (!threads.ok()) return fail(threads.status());
       config_.max_threads = *threads;
+      return absl::OkStatus();
+    }
+    case Key::kTransport: {
+      absl::StatusOr<Transport> transport = ParseTransport(value);
+      if (!transport.ok()) return fail(transport.status());
+      config_.transport = *transport;
+      return absl::OkStatus();
+    }
+    case Key::kUringDepth: {
+      absl::StatusOr<int> depth = ParseCount(value, 1, kMaxUringDepth, "queue depth");
+      if (!depth.ok()) return fail(depth.status());
+      config_.uring_depth = *depth;
       return absl::OkStatus();
     }
   }
@@ -444,6 +468,25 @@ absl::StatusOr<Config> CommandLineParser::Parse(const std::vector<std::string>& 
 
 }  // namespace
 
+std::string_view TransportName(Transport transport) {
+  switch (transport) {
+    case Transport::kAuto:
+      return "auto";
+    case Transport::kUring:
+      return "uring";
+    case Transport::kDev:
+      return "dev";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<Transport> ParseTransport(std::string_view text) {
+  for (Transport transport : {Transport::kAuto, Transport::kUring, Transport::kDev}) {
+    if (text == TransportName(transport)) return transport;
+  }
+  return Invalid(absl::StrCat("bad transport ", Quote(text), ": expected auto, uring or dev"));
+}
+
 absl::StatusOr<Config> ParseCommandLine(const std::vector<std::string>& argv, uint64_t ram_bytes) {
   return CommandLineParser(ram_bytes).Parse(argv);
 }
@@ -508,14 +551,26 @@ std::string UsageText(std::string_view program) {
       kMaxThreads, " (default ", defaults.max_threads,
       ")\n"
       "\n"
+      "Transport (how the kernel hands requests to the daemon):\n"
+      "  --transport T       uring: io_uring queues, one per CPU (Linux 6.14+; needs\n"
+      "                      /sys/module/fuse/parameters/enable_uring = Y, which only\n"
+      "                      root sets: echo 1 > that file); dev: read/write on\n"
+      "                      /dev/fuse; auto (default): uring where the kernel\n"
+      "                      offers it, else dev\n"
+      "  --uring-depth N     ring entries per CPU queue, each with its own thread,\n"
+      "                      1..",
+      kMaxUringDepth, " (default ", kDefaultUringDepth,
+      ")\n"
+      "\n"
       "FUSE:\n"
       "  -f                  stay in the foreground\n"
       "  -d                  debug output (implies -f)\n"
       "  -s                  single-threaded\n"
       "  -o OPT[,OPT...]     mount options: disk=, disks=, size=, max_memory=, mode=,\n"
-      "                      store=, threads= as above; ro (every disk read-only);\n"
-      "                      allow_other (let other users in); anything else\n"
-      "                      (default_permissions, rw, nosuid, ...) goes to libfuse\n"
+      "                      store=, threads=, transport=, uring_depth= as above;\n"
+      "                      ro (every disk read-only); allow_other (let other\n"
+      "                      users in); anything else (default_permissions, rw,\n"
+      "                      nosuid, ...) goes to libfuse\n"
       "  -h, --help          print this help and exit\n"
       "  -V, --version       print the version and exit\n"
       "\n"

@@ -372,6 +372,45 @@ TEST(ParseCommandLineTest, ModeStoreThreads) {
   EXPECT_EQ(config->max_threads, 1);
 }
 
+TEST(TransportTest, NamesRoundTrip) {
+  EXPECT_EQ(TransportName(Transport::kAuto), "auto");
+  EXPECT_EQ(TransportName(Transport::kUring), "uring");
+  EXPECT_EQ(TransportName(Transport::kDev), "dev");
+  for (Transport t : {Transport::kAuto, Transport::kUring, Transport::kDev}) {
+    absl::StatusOr<Transport> parsed = ParseTransport(TransportName(t));
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(*parsed, t);
+  }
+  for (const char* bad : {"", "URING", "io_uring", "fuse", "dev "}) {
+    absl::StatusOr<Transport> parsed = ParseTransport(bad);
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST(ParseCommandLineTest, TransportAndUringDepth) {
+  absl::StatusOr<Config> config = Parse({"/mnt"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->transport, Transport::kAuto);
+  EXPECT_EQ(config->uring_depth, kDefaultUringDepth);
+
+  config = Parse({"/mnt", "--transport", "uring", "--uring-depth", "4"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->transport, Transport::kUring);
+  EXPECT_EQ(config->uring_depth, 4);
+
+  config = Parse({"/mnt", "--transport=uring", "-o", "transport=dev,uring_depth=64"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->transport, Transport::kDev);  // the last one wins
+  EXPECT_EQ(config->uring_depth, kMaxUringDepth);
+  EXPECT_TRUE(config->fuse_options.empty()) << "transport= is ours, not libfuse's";
+
+  config = Parse({"/mnt", "-o", "uring-depth=1", "--transport=auto"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->transport, Transport::kAuto);
+  EXPECT_EQ(config->uring_depth, 1);
+}
+
 TEST(ParseCommandLineTest, ShortFlags) {
   absl::StatusOr<Config> config = Parse({"/mnt", "-f"});
   ASSERT_TRUE(config.ok()) << config.status();
@@ -636,7 +675,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{{"/mnt", "--threads", "65"}, "must be 1..64"},
         BadArgs{{"/mnt", "--threads", "-1"}, "bad thread count '-1'"},
         BadArgs{{"/mnt", "--threads", "four"}, "bad thread count 'four'"},
-        BadArgs{{"/mnt", "-o", "threads=8x"}, "-o 'threads=8x': bad thread count '8x'"}));
+        BadArgs{{"/mnt", "-o", "threads=8x"}, "-o 'threads=8x': bad thread count '8x'"},
+        BadArgs{{"/mnt", "--transport", "ring"},
+                "--transport 'ring': bad transport 'ring': expected auto, uring or dev"},
+        BadArgs{{"/mnt", "-o", "transport"}, "-o 'transport': needs a value"},
+        BadArgs{{"/mnt", "--transport"}, "--transport: needs a value"},
+        BadArgs{{"/mnt", "--uring-depth", "0"},
+                "--uring-depth '0': bad queue depth '0': must be 1..64"},
+        BadArgs{{"/mnt", "-o", "uring_depth=65"}, "must be 1..64"}));
 
 // Found by the fuzzer: a message quotes its argument up to three times
 // ("--size 'X': bad size 'X': unknown suffix 'X'"), so each quote is cut
@@ -673,6 +719,10 @@ TEST(UsageTextTest, ListsEverything) {
                              "--mode MODE",
                              "--store KIND",
                              "--threads N",
+                             "--transport T",
+                             "--uring-depth N",
+                             "/sys/module/fuse/parameters/enable_uring",
+                             "transport=, uring_depth=",
                              "-f ",
                              "-d ",
                              "-s ",

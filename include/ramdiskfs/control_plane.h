@@ -56,6 +56,8 @@ struct ConnectionFacts {
   bool initialized = false;  // INIT has been answered
   bool passthrough = false;  // FUSE passthrough works (dax is possible)
   bool allow_mmap = false;   // FUSE_DIRECT_IO_ALLOW_MMAP was negotiated
+  // How requests travel: "uring" (FUSE over io_uring) or "dev" (/dev/fuse).
+  std::string_view transport = "dev";
 };
 
 // How the control plane talks to the kernel. Implemented by the FUSE

@@ -20,6 +20,8 @@
 //   --mode MODE                        -o mode=MODE
 //   --store auto|tmpfs|memfd           -o store=...  (page allocator, see docs/design.md)
 //   --threads N                        -o threads=N  (max FUSE worker threads)
+//   --transport auto|uring|dev         -o transport=...  (how requests travel, SPEC 14)
+//   --uring-depth N                    -o uring_depth=N  (ring entries per CPU queue)
 //   -f  -d  -s  -h/--help  -V/--version  -o allow_other  -o other FUSE options
 //
 // Both `--opt VALUE` and `--opt=VALUE` work. Anything in -o that ramdiskfs
@@ -51,6 +53,22 @@
 
 namespace ramdiskfs {
 
+// How FUSE requests travel between the kernel and the daemon (SPEC 14):
+// io_uring queues, one per CPU (Linux 6.14+, with the fuse module's
+// enable_uring on), or read()/write() on /dev/fuse. kAuto takes io_uring
+// when the kernel offers it and /dev/fuse otherwise; kUring refuses to
+// start without it.
+enum class Transport { kAuto, kUring, kDev };
+// "auto", "uring", "dev".
+std::string_view TransportName(Transport transport);
+// Inverse of TransportName (exact, lower case). Errors: InvalidArgument.
+absl::StatusOr<Transport> ParseTransport(std::string_view text);
+
+// Ring entries per CPU queue, each served by its own thread (docs/design.md,
+// "Transport"): the most requests one CPU can have in the daemon at once.
+inline constexpr int kDefaultUringDepth = 8;
+inline constexpr int kMaxUringDepth = 64;
+
 struct DiskSpec {
   std::string name;
   std::optional<uint64_t> size_bytes;  // rounded up to 512; absent only with image_path
@@ -70,6 +88,8 @@ struct Config {
   std::optional<DataMode> default_mode;      // absent: dax where possible, else direct
   StoreKind store = StoreKind::kAuto;
   int max_threads = 8;
+  Transport transport = Transport::kAuto;
+  int uring_depth = kDefaultUringDepth;
   bool foreground = false;
   bool debug = false;
   bool single_threaded = false;

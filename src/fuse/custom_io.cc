@@ -12,23 +12,16 @@
 #include "src/fuse/filesystem.h"
 #include "src/fuse/kernel_abi.h"
 #include "src/fuse/notify.h"
+#include "src/fuse/uring.h"
 
 namespace ramdiskfs {
-namespace {
-
-// A read reply whose data the io takes straight from a backing file:
-// ReplySplicedRead hands it to fuse_reply_iov() as the only iovec, and
-// IoWritev recognises it by address. One per thread.
-struct SpliceReply {
-  const PageStore* store = nullptr;
-  uint64_t offset = 0;
-  size_t length = 0;
-};
 
 SpliceReply* ThreadSpliceReply() {
   thread_local SpliceReply reply;
   return &reply;
 }
+
+namespace {
 
 Filesystem& FsOf(void* userdata) { return *static_cast<Filesystem*>(userdata); }
 
@@ -47,6 +40,7 @@ ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
       ConnectionState& conn = fs.passthrough().connection();
       conn.kernel_offers_passthrough = ext && (init.flags2 & abi::kFlags2Passthrough);
       conn.kernel_offers_allow_mmap = ext && (init.flags2 & abi::kFlags2DirectIoAllowMmap);
+      UringOnInitRequest(init);  // [uring hook]
       io.init_unique = header.unique;
     }
   }
@@ -144,6 +138,7 @@ ssize_t WriteInitReply(Filesystem& fs, int fd, const abi::OutHeader& header, str
       out.flags2 |= abi::kFlags2DirectIoAllowMmap;
       conn.allow_mmap = true;
     }
+    UringBeforeInitReply(fs.session(), fd, out);  // [uring hook] makes the rings, offers them
     std::memcpy(reply.data() + sizeof(abi::OutHeader), &out, sizeof(out));
   }
   ssize_t n = write(fd, reply.data(), reply.size());
@@ -153,14 +148,27 @@ ssize_t WriteInitReply(Filesystem& fs, int fd, const abi::OutHeader& header, str
   if (n >= 0 && header.error == 0 && !fs.passthrough().AfterInit(fd)) {
     fuse_session_exit(fs.session());
   }
-  // systemd's Type=notify: ready once the kernel took the INIT reply and the
-  // passthrough probe decided the modes.
-  if (n >= 0 && header.error == 0 && !fs.passthrough().fatal()) NotifyReady(fs.table().size());
+  // [uring hook] REGISTER needs INIT done. AfterInit has already released the
+  // handlers' INIT gate (Passthrough::WaitUntilInitialized), which covers both
+  // transports: the kernel holds every request back from the rings until each
+  // queue has registered (fuse_block_alloc), i.e. until after AfterInit, and
+  // requests read from /dev/fuse wait in the handlers. --transport uring
+  // fails here.
+  const bool transport_ok = UringAfterInitReply(n >= 0 && header.error == 0);
+  if (!transport_ok) fuse_session_exit(fs.session());
+  // systemd's Type=notify: ready once the kernel took the INIT reply, the
+  // passthrough probe decided the modes and the transport is up.
+  if (n >= 0 && header.error == 0 && !fs.passthrough().fatal() && transport_ok) {
+    NotifyReady(fs.table().size());
+  }
   errno = err;
   return n;
 }
 
 ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
+  // [uring hook] A reply to a request taken from an io_uring entry goes back
+  // through that entry (uring.h), not to /dev/fuse.
+  if (ssize_t n; UringRouteReply(iov, count, &n)) return n;
   if (count == 2 && iov[1].iov_base == ThreadSpliceReply() &&
       iov[0].iov_len == sizeof(abi::OutHeader)) {
     abi::OutHeader header;
@@ -201,6 +209,8 @@ int ReplySplicedRead(fuse_req_t req, const PageStore& store, uint64_t offset, si
 }
 
 char* ThreadBuffer(size_t size) {
+  // [uring hook] On a ring thread the reply is built in the entry's payload.
+  if (char* payload = UringThreadPayload(size)) return payload;
   thread_local std::unique_ptr<char[]> buffer;
   thread_local size_t buffer_size = 0;
   if (buffer_size < size) {

@@ -19,12 +19,13 @@
 // fuse_session_new), so nothing here is global but per-thread buffers.
 //
 // The transport boundary: ops.cc produces replies only through libfuse's
-// fuse_reply_* and ReplySplicedRead(); everything that touches the device fd
-// is here. A second transport (an io_uring request loop on the same /dev/fuse
-// connection, beside this one) hooks in at the same two points: it submits
-// what IoWritev writes (a spliced reply is a (fd, offset, length) it can
-// turn into a fixed-buffer read or a splice SQE), and it must run the INIT
-// patch before any other reply.
+// fuse_reply_* and ReplySplicedRead(); everything that read()s or write()s
+// the device fd is here. The second transport, FUSE over io_uring on the same
+// connection (uring.h), hooks in at the same two points, each a one-line
+// call marked [uring hook]: IoWritev first offers every reply to it (a
+// spliced reply's (store, offset, length) becomes a pread into the ring
+// entry's payload), and the INIT patch makes and offers the rings before the
+// reply goes out and registers them after AfterInit.
 
 #ifndef RAMDISKFS_FUSE_CUSTOM_IO_H_
 #define RAMDISKFS_FUSE_CUSTOM_IO_H_
@@ -66,8 +67,21 @@ int ReplySplicedRead(fuse_req_t req, const PageStore& store, uint64_t offset, si
 
 // A buffer of at least `size` bytes owned by the calling thread, reused by
 // every request it serves: no allocation on the I/O path (docs/design.md,
-// "Loop devices and memory pressure").
+// "Loop devices and memory pressure"). On an io_uring entry's thread it is
+// the entry's payload buffer (uring.h), so it is for building a reply only,
+// never while the request's data is in use.
 char* ThreadBuffer(size_t size);
+
+// A read reply whose data the io takes straight from a backing file:
+// ReplySplicedRead hands it to fuse_reply_iov() as the only iovec, and
+// IoWritev (or the io_uring transport, uring.cc) recognises it by address.
+struct SpliceReply {
+  const PageStore* store = nullptr;
+  uint64_t offset = 0;
+  size_t length = 0;
+};
+// The calling thread's SpliceReply (one per thread).
+SpliceReply* ThreadSpliceReply();
 
 }  // namespace ramdiskfs
 

@@ -1,6 +1,7 @@
 #include "src/fuse/filesystem.h"
 
 #include "src/fuse/inodes.h"
+#include "src/fuse/uring.h"
 
 namespace ramdiskfs {
 
@@ -25,6 +26,10 @@ void Filesystem::InvalidateEntry(EntryDir dir, std::string_view name) {
 
 void Filesystem::ReleaseBackingId(Disk& disk) { passthrough_.ReleaseBackingId(disk); }
 
-ConnectionFacts Filesystem::Facts() const { return passthrough_.Facts(); }
+ConnectionFacts Filesystem::Facts() const {
+  ConnectionFacts facts = passthrough_.Facts();
+  facts.transport = TransportInUse();  // [uring hook]
+  return facts;
+}
 
 }  // namespace ramdiskfs

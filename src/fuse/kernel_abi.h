@@ -17,9 +17,11 @@ inline constexpr uint32_t kOpInit = 26;
 
 // INIT flags (low word) and flags2 (high word, valid with kInitExt).
 inline constexpr uint32_t kWritebackCache = 1u << 16;
+inline constexpr uint32_t kMaxPages = 1u << 22;
 inline constexpr uint32_t kInitExt = 1u << 30;
 inline constexpr uint32_t kFlags2DirectIoAllowMmap = 1u << (36 - 32);
 inline constexpr uint32_t kFlags2Passthrough = 1u << (37 - 32);
+inline constexpr uint32_t kFlags2OverIoUring = 1u << (41 - 32);
 
 // OPEN reply flags.
 inline constexpr uint32_t kOpenDirectIo = 1u << 0;
@@ -124,6 +126,38 @@ inline constexpr unsigned long kDevIocBackingOpen = _IOW(229, 1, BackingMap);
 inline constexpr unsigned long kDevIocBackingClose = _IOW(229, 2, uint32_t);
 static_assert(kDevIocBackingOpen == 0x4010e501);
 static_assert(kDevIocBackingClose == 0x4004e502);
+
+// FUSE over io_uring (protocol 7.42, Linux 6.14; FUSE-FACTS.md sections 0
+// and 3). Each ring entry gives the kernel two buffers: a RingHeader (iov[0])
+// and a payload buffer (iov[1]) of at least max(8192, max_write,
+// max_pages * 4096) bytes.
+struct RingEntInOut {
+  uint64_t flags;
+  uint64_t commit_id;   // the request's unique; echoed in RingCmdReq to commit
+  uint32_t payload_sz;  // request: bytes of args after the first; reply: bytes of out-args
+  uint32_t padding;
+  uint64_t reserved;
+};
+static_assert(sizeof(RingEntInOut) == 32);
+
+struct RingHeader {
+  char in_out[128];  // fuse_in_header from the kernel, fuse_out_header to it
+  char op_in[128];   // the first in-arg (the per-opcode header); may be empty
+  RingEntInOut ring_ent_in_out;
+};
+static_assert(sizeof(RingHeader) == 288);
+
+// In the 80-byte command area of an IORING_SETUP_SQE128 SQE.
+struct RingCmdReq {
+  uint64_t flags;
+  uint64_t commit_id;
+  uint16_t qid;
+  uint8_t padding[6];
+};
+static_assert(sizeof(RingCmdReq) == 24);
+
+inline constexpr uint32_t kRingCmdRegister = 1;
+inline constexpr uint32_t kRingCmdCommitAndFetch = 2;
 
 // Block ioctls (include/uapi/linux/fs.h).
 inline constexpr unsigned int kBlkGetSize64 = 0x80081272;  // _IOR(0x12,114,size_t)

@@ -23,6 +23,7 @@
 #include "ramdiskfs/log.h"
 #include "src/fuse/custom_io.h"
 #include "src/fuse/notify.h"
+#include "src/fuse/uring.h"
 
 namespace ramdiskfs {
 namespace {
@@ -94,6 +95,9 @@ void SignalThread(const std::string mountpoint, Filesystem* fs, sigset_t set,
 }  // namespace
 
 int RunSession(const Config& config, Filesystem& fs) {
+  // [uring hook] --transport uring on a kernel or process without it: a mount
+  // failure, before anything is mounted.
+  if (!UringConfigure(config)) return kExitMountFailure;
   std::vector<std::string> args = {"ramdiskfs"};
   // fsname is the source mount(8) passed (or "ramdiskfs"): mount -a then
   // finds an fstab line already mounted instead of stacking a second mount.
@@ -179,8 +183,11 @@ int RunSession(const Config& config, Filesystem& fs) {
   NotifyStopping();
   stop = true;
   signals.join();
+  // Delayed replies first: a reply to a ring request is committed by its
+  // ring thread, so the rings must still run.
   fs.timers().RunAllNow();  // and before the unmount, while the kernel waits for them
-  if (fs.fatal()) return kExitMountFailure;
+  UringSessionEnd();        // [uring hook] ring threads end before /dev/fuse closes
+  if (fs.fatal() || UringFatal()) return kExitMountFailure;  // [uring hook]
   if (loop_status < 0 && loop_status != -ENODEV) {
     Log("request loop ended with ", strerror(-loop_status));
   }

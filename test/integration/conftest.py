@@ -7,14 +7,41 @@ those loop devices, the daemon itself) is torn down in the fixture's finalizer,
 in the reverse order it was made, even when the test fails. Only processes
 this code started are signalled, by pid.
 
-Environment: RAMDISKFS_BIN, RAMDISKCTL_BIN (support/mounts.py); CI=true makes a
-missing /dev/fuse or loop device fail instead of skipping (support/require.py).
+Environment: RAMDISKFS_BIN, RAMDISKCTL_BIN, RAMDISKFS_TRANSPORT (support/mounts.py); CI=true
+makes a missing /dev/fuse or loop device fail instead of skipping (support/require.py).
+With RAMDISKFS_TRANSPORT=uring the session turns the fuse module's enable_uring on first.
 """
 
 import pytest
 
-from support.mounts import start_mount, teardown_mount
-from support.require import require_fuse
+from support.mounts import ENABLE_URING, TRANSPORT, start_mount, teardown_mount
+from support.require import require, require_fuse
+
+
+@pytest.fixture(scope="session")
+def uring_enabled():
+    """The fuse module's enable_uring set to Y for the session (as root), then put back as
+    it was. The daemon never writes it (SPEC 14); the tests do, as the administrator would.
+    Under CI=true a kernel without it, or a switch that cannot be set, fails."""
+    require_fuse()
+    require(ENABLE_URING.exists(), f"{ENABLE_URING} (a kernel with FUSE over io_uring)")
+    old = ENABLE_URING.read_text().strip()
+    try:
+        ENABLE_URING.write_text("1")
+    except OSError as e:
+        require(False, f"a writable {ENABLE_URING} ({e})")
+    try:
+        require(ENABLE_URING.read_text().strip() == "Y", f"an {ENABLE_URING} that stays Y")
+        yield
+    finally:
+        ENABLE_URING.write_text("1" if old == "Y" else "0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _transport_prerequisites(request):
+    """RAMDISKFS_TRANSPORT=uring: every daemon needs enable_uring on (auto and dev do not)."""
+    if TRANSPORT == "uring":
+        request.getfixturevalue("uring_enabled")
 
 
 @pytest.fixture

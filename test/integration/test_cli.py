@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from support.io import pattern, read_file
-from support.mounts import (BIN, daemon_pids, is_mounted, run, run_expect_exit, stop_process,
-                            wait_for)
+from support.mounts import (BIN, TRANSPORT, TRANSPORT_ARGS, daemon_pids, is_mounted, run,
+                            run_expect_exit, stop_process, wait_for)
 from support.require import require_fuse
 from support.units import KiB, MiB, PAGE
 
@@ -105,7 +105,8 @@ def test_source_argument_is_ignored(tmp_path):
     mnt = tmp_path / "m"
     mnt.mkdir()
     log = open(tmp_path / "log", "w")
-    proc = subprocess.Popen([str(BIN), "none", str(mnt), "-f", "-o", "disks=1,size=4M"],
+    proc = subprocess.Popen([str(BIN), "none", str(mnt), "-f", *TRANSPORT_ARGS, "-o",
+                             "disks=1,size=4M"],
                             stdout=log, stderr=subprocess.STDOUT)
     log.close()
     try:
@@ -129,7 +130,8 @@ def test_mount_helper_and_fstab_form(tmp_path):
     mnt = tmp_path / "m"
     mnt.mkdir()
     res = subprocess.run(["mount", "-t", "fuse", f"{BIN}#none", str(mnt), "-o",
-                          "disks=2,size=8M,max_memory=64M"],
+                          "disks=2,size=8M,max_memory=64M" +
+                          (f",transport={TRANSPORT}" if TRANSPORT else "")],
                          capture_output=True, text=True, timeout=30)
     try:
         assert res.returncode == 0, f"mount failed: {res.stderr}"

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from support.io import pattern, pread_all, pwrite_all, read_file, write_file
-from support.mounts import BIN, DATA_MODES, MODES, run, run_expect_exit, stop_process
+from support.mounts import (BIN, DATA_MODES, MODES, TRANSPORT_ARGS, run, run_expect_exit,
+                            stop_process)
 from support.require import CAP_SYS_RESOURCE, has_cap, require_fuse
 from support.units import MiB, PAGE
 
@@ -268,7 +269,7 @@ def userns_daemon(tmp_path):
         mnt = tmp_path / f"m{len(procs)}"
         mnt.mkdir()
         argv = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private",
-                str(BIN), str(mnt), "-f", *args]
+                str(BIN), str(mnt), "-f", *TRANSPORT_ARGS, *args]
         if expect_exit:
             return mnt, run_expect_exit(argv)
         log = open(tmp_path / f"log{len(procs)}", "w")

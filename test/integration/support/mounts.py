@@ -6,6 +6,10 @@ benchmark start, stop and clean up ramdiskfs the same way.
 Environment:
   RAMDISKFS_BIN   path to the ramdiskfs binary (default: build/ramdiskfs)
   RAMDISKCTL_BIN  path to ramdiskctl (default: next to RAMDISKFS_BIN)
+  RAMDISKFS_TRANSPORT  uring|dev|auto: passed as --transport to every daemon started
+                  here (unset: the daemon's default, auto); arguments given later win.
+                  With uring, conftest.py's session fixture turns the fuse module's
+                  enable_uring on and puts the old value back at the end.
 """
 
 import os
@@ -17,6 +21,9 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 BIN = pathlib.Path(os.environ.get("RAMDISKFS_BIN", ROOT / "build" / "ramdiskfs"))
 CTL = pathlib.Path(os.environ.get("RAMDISKCTL_BIN", BIN.parent / "ramdiskctl"))
+TRANSPORT = os.environ.get("RAMDISKFS_TRANSPORT", "")
+TRANSPORT_ARGS = ["--transport", TRANSPORT] if TRANSPORT else []
+ENABLE_URING = pathlib.Path("/sys/module/fuse/parameters/enable_uring")
 
 MODES = ["dax", "direct", "cached", "null"]
 DATA_MODES = ["dax", "direct", "cached"]  # the modes that keep what is written
@@ -181,7 +188,8 @@ def spawn_daemon(path, log_path, *args, binary=None):
     harness, whose cleanup then unmounts what lies on the disks before stopping it."""
     path = pathlib.Path(path)
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(binary or BIN), str(path), "-f", *map(str, args)],
+        proc = subprocess.Popen([str(binary or BIN), str(path), "-f", *TRANSPORT_ARGS,
+                                 *map(str, args)],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     return Mount(path, proc, log_path)

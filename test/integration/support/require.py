@@ -27,6 +27,12 @@ def _require(condition, what):
     pytest.skip(f"{what} is missing")
 
 
+def require(condition, what):
+    """Skips the test unless `condition` (fails it under CI=true), naming `what` is missing:
+    for guards that live with their fixture (conftest.py's enable_uring)."""
+    _require(condition, what)
+
+
 def require_fuse():
     _require(os.path.exists("/dev/fuse"), "/dev/fuse")
     _require(os.geteuid() == 0, "root")

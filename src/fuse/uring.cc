@@ -1,0 +1,615 @@
+#include "src/fuse/uring.h"
+
+#include <liburing.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "ramdiskfs/log.h"
+#include "src/fuse/custom_io.h"
+#include "src/fuse/kernel_abi.h"
+
+namespace ramdiskfs {
+namespace {
+
+// SQE128: the 80-byte command area holds RingCmdReq (the kernel refuses
+// 64-byte SQEs with EINVAL). SINGLE_ISSUER + DEFER_TASKRUN: each ring has one
+// thread, which is always the one waiting in io_uring_enter when the kernel
+// queues the copy of the next request as task work; deferred task work then
+// runs in that wait, with no IPI and no wakeup of an idle task (measured in
+// docs/benchmarks.md, "Transport").
+constexpr unsigned kRingFlags =
+    IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+// In flight per ring: the entry's command and the poll on the stop pipe.
+constexpr unsigned kRingEntries = 4;
+
+constexpr uint64_t kCmdTag = 1;
+constexpr uint64_t kStopTag = 2;
+
+// The payload buffer is preceded by this much headroom, where the in_header
+// and the first in-arg (at most 40 + 128 bytes) are put back in front of the
+// payload; the entry's RingHeader lives at its start. One page keeps the
+// payload page-aligned.
+constexpr size_t kHeadroom = 4096;
+static_assert(sizeof(abi::RingHeader) + sizeof(abi::InHeader) + 128 <= kHeadroom);
+
+std::atomic<UringTransport*> g_active{nullptr};
+
+// The number of possible CPUs (the kernel makes a queue for each:
+// num_possible_cpus()), from /sys/devices/system/cpu/possible ("0-1", "0-3,8").
+size_t PossibleCpus() {
+  std::ifstream in("/sys/devices/system/cpu/possible");
+  std::string text;
+  size_t count = 0;
+  if (std::getline(in, text)) {
+    for (absl::string_view range : absl::StrSplit(absl::StripAsciiWhitespace(text), ',')) {
+      std::pair<absl::string_view, absl::string_view> ends = absl::StrSplit(range, '-');
+      unsigned first = 0, last = 0;
+      if (!absl::SimpleAtoi(ends.first, &first)) return static_cast<size_t>(get_nprocs_conf());
+      last = first;
+      if (!ends.second.empty() && !absl::SimpleAtoi(ends.second, &last)) {
+        return static_cast<size_t>(get_nprocs_conf());
+      }
+      if (last >= first) count += last - first + 1;
+    }
+  }
+  return count > 0 ? count : static_cast<size_t>(get_nprocs_conf());
+}
+
+std::string ReadFirstLine(const char* path, bool* exists) {
+  std::ifstream in(path);
+  *exists = static_cast<bool>(in);
+  std::string line;
+  std::getline(in, line);
+  return std::string(absl::StripAsciiWhitespace(line));
+}
+
+}  // namespace
+
+// ---- an entry and its thread ----------------------------------------------------
+
+struct UringTransport::Entry {
+  UringTransport* owner = nullptr;
+  unsigned qid = 0;
+  int index = 0;  // within the queue
+
+  io_uring ring = {};
+  bool ring_ok = false;
+
+  char* base = nullptr;  // mmap: [RingHeader ... headroom][payload]
+  size_t base_bytes = 0;
+  abi::RingHeader* header = nullptr;
+  char* payload = nullptr;
+  size_t payload_cap = 0;
+  struct iovec iov[2] = {};
+
+  // The unique of the request this entry holds while the daemon serves it;
+  // 0 once its reply is in the buffers. RouteReply matches replies on it.
+  std::atomic<uint64_t> unique{0};
+  uint64_t commit_id = 0;  // owner thread only
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool replied = false;  // guarded by mu
+
+  std::thread thread;
+
+  void Run();
+  bool SetUpRing();
+  void PrepCommand(uint32_t op, uint64_t id);
+  void Serve();
+  void ReplyError(uint64_t id, int err);
+  bool WaitReply();
+  void Fill(const struct iovec* iov, int count, ssize_t* result);
+};
+
+namespace {
+thread_local UringTransport::Entry* t_entry = nullptr;
+}  // namespace
+
+struct UringTransport::Handshake {
+  std::mutex mu;
+  std::condition_variable cv;
+  int prepared = 0;    // entries whose ring exists (or failed)
+  int registered = 0;  // entries that sent REGISTER (or failed)
+  std::string error;   // the first failure
+  enum class Go { kWait, kRegister, kAbort } go = Go::kWait;
+  std::atomic<bool> stopping{false};
+};
+
+bool UringTransport::Entry::SetUpRing() {
+  io_uring_params params = {};
+  params.flags = kRingFlags;
+  int r = io_uring_queue_init_params(kRingEntries, &ring, &params);
+  if (r < 0) {
+    owner->Report(&owner->handshake_->prepared, absl::StrCat("io_uring_setup: ", strerror(-r)));
+    return false;
+  }
+  ring_ok = true;
+  // /dev/fuse as fixed file 0: no fget/fput per command.
+  int fd = owner->device_fd_;
+  r = io_uring_register_files(&ring, &fd, 1);
+  if (r < 0) {
+    owner->Report(&owner->handshake_->prepared,
+                  absl::StrCat("io_uring_register_files: ", strerror(-r)));
+    return false;
+  }
+  (void)io_uring_register_ring_fd(&ring);  // saves an fdget per enter; optional
+  owner->Report(&owner->handshake_->prepared, "");
+  return true;
+}
+
+void UringTransport::Entry::PrepCommand(uint32_t op, uint64_t id) {
+  // Never null: at most one command and one poll are in flight, in 4 slots.
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  if (sqe == nullptr) abort();
+  std::memset(static_cast<void*>(sqe), 0, 128);  // SQE128: the command area too
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->flags = IOSQE_FIXED_FILE;
+  sqe->fd = 0;
+  sqe->cmd_op = op;
+  sqe->addr = reinterpret_cast<uint64_t>(iov);
+  sqe->len = 2;
+  sqe->user_data = kCmdTag;
+  abi::RingCmdReq req = {};
+  req.commit_id = id;
+  req.qid = static_cast<uint16_t>(qid);
+  std::memcpy(sqe->cmd, &req, sizeof(req));
+}
+
+void UringTransport::Entry::Run() {
+  t_entry = this;
+  char name[16];
+  snprintf(name, sizeof(name), "rdfs-q%u.%d", qid, index);
+  pthread_setname_np(pthread_self(), name);
+  // The kernel queues a request on the queue of the CPU its caller runs on;
+  // serving it on that CPU keeps the wakeup local (no IPI, warm caches).
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  CPU_SET(qid, &cpus);
+  if (pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus) != 0 && index == 0) {
+    Log("io_uring queue ", qid, ": cannot pin its threads to CPU ", qid, "; they float");
+  }
+  Handshake& hs = *owner->handshake_;
+  if (!SetUpRing()) return;
+  {
+    std::unique_lock lock(hs.mu);
+    hs.cv.wait(lock, [&] { return hs.go != Handshake::Go::kWait; });
+    if (hs.go == Handshake::Go::kAbort) return;
+  }
+
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  io_uring_prep_poll_add(sqe, owner->stop_pipe_[0], POLLIN);
+  sqe->user_data = kStopTag;
+  PrepCommand(abi::kRingCmdRegister, 0);
+  int r = io_uring_submit(&ring);
+  if (r < 0) {
+    owner->Report(&hs.registered, absl::StrCat("io_uring_submit: ", strerror(-r)));
+    return;
+  }
+  // The kernel runs REGISTER inline: a refusal is already in the CQ. A CQE
+  // with res >= 0 is a first request, left for the loop.
+  io_uring_cqe* cqe = nullptr;
+  if (io_uring_peek_cqe(&ring, &cqe) == 0 && cqe->user_data == kCmdTag && cqe->res < 0) {
+    const int err = -cqe->res;
+    io_uring_cqe_seen(&ring, cqe);
+    owner->Report(&hs.registered,
+                  absl::StrCat("FUSE_IO_URING_CMD_REGISTER on queue ", qid, ": ", strerror(err)));
+    return;
+  }
+  owner->Report(&hs.registered, "");
+
+  for (;;) {
+    r = io_uring_wait_cqe(&ring, &cqe);
+    if (r == -EINTR || r == -EAGAIN || r == -ETIME) continue;
+    if (r < 0) {
+      Log("io_uring queue ", qid, ": waiting failed: ", strerror(-r));
+      break;
+    }
+    const uint64_t tag = cqe->user_data;
+    const int res = cqe->res;
+    io_uring_cqe_seen(&ring, cqe);
+    if (tag == kStopTag) break;
+    if (res < 0) {
+      // ENOTCONN/ECANCELED: the connection ended (unmount, abort). Anything
+      // else costs this entry; the queue keeps its other entries.
+      if (res != -ENOTCONN && res != -ECANCELED && !hs.stopping.load()) {
+        Log("io_uring queue ", qid, " entry ", index, " stops: ", strerror(-res));
+      }
+      break;
+    }
+    Serve();
+    if (!WaitReply()) break;  // stopping with the reply never sent
+    PrepCommand(abi::kRingCmdCommitAndFetch, commit_id);
+    // Commit this reply and wait for the next request, in one syscall.
+    do {
+      r = io_uring_submit_and_wait(&ring, 1);
+    } while (r == -EINTR || r == -EAGAIN);
+    if (r < 0) {
+      Log("io_uring queue ", qid, ": commit failed: ", strerror(-r));
+      break;
+    }
+  }
+}
+
+void UringTransport::Entry::ReplyError(uint64_t id, int err) {
+  abi::OutHeader out = {sizeof(abi::OutHeader), -err, id};
+  std::memcpy(header->in_out, &out, sizeof(out));
+  header->ring_ent_in_out.payload_sz = 0;
+  std::lock_guard lock(mu);
+  replied = true;
+}
+
+void UringTransport::Entry::Serve() {
+  abi::InHeader in;
+  std::memcpy(&in, header->in_out, sizeof(in));
+  const uint32_t payload_sz = header->ring_ent_in_out.payload_sz;
+  commit_id = header->ring_ent_in_out.commit_id;
+  {
+    std::lock_guard lock(mu);
+    replied = false;
+  }
+  // in.len counts the header and every arg; the payload holds all args but
+  // the first, which is in op_in: what is left is the first arg's size.
+  const size_t fixed = sizeof(in) + payload_sz;
+  if (in.len < fixed || in.len - fixed > sizeof(header->op_in) || payload_sz > payload_cap) {
+    Log("io_uring queue ", qid, ": malformed request (opcode ", in.opcode, ", len ", in.len,
+        ", payload ", payload_sz, "): EIO");
+    return ReplyError(commit_id, EIO);
+  }
+  const size_t op_len = in.len - fixed;
+  char* start = payload - op_len - sizeof(in);
+  std::memcpy(start, &in, sizeof(in));
+  std::memcpy(start + sizeof(in), header->op_in, op_len);
+  unique.store(in.unique, std::memory_order_release);
+  fuse_buf buf = {};
+  buf.size = in.len;
+  buf.mem = start;
+  fuse_session_process_buf(owner->session_, &buf);
+}
+
+bool UringTransport::Entry::WaitReply() {
+  std::unique_lock lock(mu);
+  // A handler that replies from another thread (a delayed reply) leaves
+  // `replied` false here; Fill sets it and wakes us.
+  cv.wait(lock, [&] { return replied || owner->handshake_->stopping.load(); });
+  return replied;
+}
+
+void UringTransport::Entry::Fill(const struct iovec* iov, int count, ssize_t* result) {
+  size_t total = 0;
+  for (int i = 0; i < count; ++i) total += iov[i].iov_len;
+  abi::OutHeader out;
+  std::memcpy(&out, iov[0].iov_base, sizeof(out));
+  size_t n = 0;
+  int err = 0;
+  const SpliceReply* splice = ThreadSpliceReply();
+  if (count == 2 && iov[1].iov_base == splice && iov[1].iov_len == sizeof(*splice) &&
+      iov[0].iov_len == sizeof(out)) {
+    // A read that /dev/fuse would splice: the ring has no splice, so the
+    // pages go straight from the backing file into the payload (one copy;
+    // the kernel's copy into the reader's pages is the other).
+    if (splice->length > payload_cap) {
+      err = EIO;
+    } else {
+      absl::StatusOr<size_t> got = splice->store->Read(splice->offset, payload, splice->length);
+      if (!got.ok() || *got < splice->length) err = EIO;
+      n = splice->length;
+    }
+  } else {
+    for (int i = 0; i < count && !err; ++i) {
+      const char* src = static_cast<const char*>(iov[i].iov_base);
+      size_t len = iov[i].iov_len;
+      if (i == 0) {
+        src += sizeof(out);
+        len -= sizeof(out);
+      }
+      if (n + len > payload_cap) {
+        err = EIO;
+        break;
+      }
+      // Data built in place (ThreadBuffer is the payload on ring threads).
+      if (src != payload + n) std::memcpy(payload + n, src, len);
+      n += len;
+    }
+  }
+  if (err) {
+    Log("io_uring queue ", qid, ": reply to request ", out.unique, " does not fit (", total,
+        " bytes): EIO");
+    out.error = -err;
+    n = 0;
+  }
+  out.len = static_cast<uint32_t>(sizeof(out) + n);
+  std::memcpy(header->in_out, &out, sizeof(out));
+  header->ring_ent_in_out.payload_sz = static_cast<uint32_t>(n);
+  unique.store(0, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(mu);
+    replied = true;
+  }
+  if (t_entry != this) cv.notify_one();
+  *result = static_cast<ssize_t>(total);
+}
+
+// ---- the transport ---------------------------------------------------------------
+
+UringTransport::UringTransport(fuse_session* session, int device_fd, int depth)
+    : session_(session), device_fd_(device_fd), depth_(depth) {}
+
+UringTransport::~UringTransport() {
+  Stop();
+  for (auto& e : entries_) {
+    if (e->base) munmap(e->base, e->base_bytes);
+  }
+}
+
+void UringTransport::Report(int* counter, const std::string& error) {
+  std::lock_guard lock(handshake_->mu);
+  ++*counter;
+  if (!error.empty() && handshake_->error.empty()) handshake_->error = error;
+  handshake_->cv.notify_all();
+}
+
+void UringTransport::WaitAll(int* counter) {
+  std::unique_lock lock(handshake_->mu);
+  handshake_->cv.wait(lock, [&] { return *counter >= static_cast<int>(entries_.size()); });
+}
+
+std::string UringTransport::Prepare(size_t payload_bytes) {
+  queue_count_ = PossibleCpus();
+  handshake_ = std::make_unique<Handshake>();
+  if (pipe2(stop_pipe_, O_CLOEXEC) != 0) return absl::StrCat("pipe2: ", strerror(errno));
+  const size_t payload_cap = (payload_bytes + 4095) / 4096 * 4096;
+  for (size_t q = 0; q < queue_count_; ++q) {
+    for (int i = 0; i < depth_; ++i) {
+      auto e = std::make_unique<Entry>();
+      e->owner = this;
+      e->qid = static_cast<unsigned>(q);
+      e->index = i;
+      e->payload_cap = payload_cap;
+      e->base_bytes = kHeadroom + payload_cap;
+      void* mem =
+          mmap(nullptr, e->base_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (mem == MAP_FAILED) {
+        std::string why = absl::StrCat("mmap of ring buffers: ", strerror(errno));
+        Stop();
+        return why;
+      }
+      e->base = static_cast<char*>(mem);
+      e->header = reinterpret_cast<abi::RingHeader*>(e->base);
+      e->payload = e->base + kHeadroom;
+      e->iov[0] = {e->header, sizeof(abi::RingHeader)};
+      e->iov[1] = {e->payload, payload_cap};
+      entries_.push_back(std::move(e));
+    }
+  }
+  for (auto& e : entries_) e->thread = std::thread(&Entry::Run, e.get());
+  WaitAll(&handshake_->prepared);
+  std::string error;
+  {
+    std::lock_guard lock(handshake_->mu);
+    error = handshake_->error;
+  }
+  if (!error.empty()) Stop();
+  return error;
+}
+
+std::string UringTransport::Start() {
+  {
+    std::lock_guard lock(handshake_->mu);
+    handshake_->go = Handshake::Go::kRegister;
+    handshake_->cv.notify_all();
+  }
+  WaitAll(&handshake_->registered);
+  std::lock_guard lock(handshake_->mu);
+  return handshake_->error;
+}
+
+void UringTransport::Stop() {
+  if (stopped_ || !handshake_) return;
+  stopped_ = true;
+  if (g_active.load() == this) g_active = nullptr;
+  {
+    std::lock_guard lock(handshake_->mu);
+    handshake_->stopping = true;
+    if (handshake_->go == Handshake::Go::kWait) handshake_->go = Handshake::Go::kAbort;
+    handshake_->cv.notify_all();
+  }
+  // EOF on the pipe completes every ring's poll: each thread leaves its wait.
+  if (stop_pipe_[1] >= 0) close(stop_pipe_[1]);
+  stop_pipe_[1] = -1;
+  for (auto& e : entries_) {
+    { std::lock_guard lock(e->mu); }
+    e->cv.notify_all();
+  }
+  for (auto& e : entries_) {
+    if (e->thread.joinable()) e->thread.join();
+    // Closing the ring cancels a command still in the kernel (the entry's
+    // cmd, if the connection is alive) and drops its /dev/fuse reference.
+    if (e->ring_ok) io_uring_queue_exit(&e->ring);
+    e->ring_ok = false;
+  }
+  if (stop_pipe_[0] >= 0) close(stop_pipe_[0]);
+  stop_pipe_[0] = -1;
+}
+
+bool UringTransport::RouteReply(const struct iovec* iov, int count, ssize_t* result) {
+  if (count < 1 || iov[0].iov_len < sizeof(abi::OutHeader)) return false;
+  abi::OutHeader out;
+  std::memcpy(&out, iov[0].iov_base, sizeof(out));
+  if (out.unique == 0) return false;  // a notification: /dev/fuse only
+  Entry* e = t_entry;
+  if (e == nullptr || e->owner != this || e->unique.load(std::memory_order_acquire) != out.unique) {
+    // A reply from another thread (or to a request read from /dev/fuse).
+    e = nullptr;
+    for (auto& candidate : entries_) {
+      if (candidate->unique.load(std::memory_order_acquire) == out.unique) {
+        e = candidate.get();
+        break;
+      }
+    }
+    if (e == nullptr) return false;
+  }
+  e->Fill(iov, count, result);
+  return true;
+}
+
+// ---- process-wide --------------------------------------------------------------
+
+std::string UringUnavailableReason() {
+  bool exists = false;
+  const std::string enabled = ReadFirstLine(kEnableUringPath, &exists);
+  if (!exists) {
+    return absl::StrCat("this kernel has no FUSE over io_uring (", kEnableUringPath,
+                        " is missing: it needs Linux 6.14+ built with CONFIG_FUSE_IO_URING)");
+  }
+  if (enabled != "Y" && enabled != "1") {
+    return absl::StrCat("FUSE over io_uring is off (", kEnableUringPath, " is ", enabled,
+                        "); the administrator turns it on with 'echo 1 > ", kEnableUringPath,
+                        "' as root, or fuse.enable_uring=1 on the kernel command line");
+  }
+  bool sysctl_exists = false;
+  const std::string disabled = ReadFirstLine("/proc/sys/kernel/io_uring_disabled", &sysctl_exists);
+  if (disabled == "2") {
+    return "io_uring is disabled on this system (sysctl kernel.io_uring_disabled=2)";
+  }
+  io_uring probe;
+  io_uring_params params = {};
+  params.flags = kRingFlags;
+  int r = io_uring_queue_init_params(2, &probe, &params);
+  if (r < 0) {
+    return absl::StrCat("this process cannot make an io_uring with SQE128 (", strerror(-r),
+                        disabled == "1" ? "; sysctl kernel.io_uring_disabled=1 limits it to "
+                                          "CAP_SYS_ADMIN and kernel.io_uring_group"
+                                        : "",
+                        ")");
+  }
+  io_uring_queue_exit(&probe);
+  return "";
+}
+
+// ---- session glue ----------------------------------------------------------------
+
+namespace {
+struct SessionGlue {
+  Transport requested = Transport::kDev;
+  int depth = kDefaultUringDepth;
+  std::atomic<bool> kernel_offers{false};
+  std::unique_ptr<UringTransport> transport;
+  bool offered = false;  // the INIT reply carried FUSE_OVER_IO_URING
+  // = transport once offered: read by every thread that replies.
+  std::atomic<UringTransport*> routed{nullptr};
+  std::atomic<bool> fatal{false};
+};
+SessionGlue g_glue;
+
+// What a failure to bring io_uring up means: an error with --transport
+// uring, one log line with auto.
+void UringFailed(const std::string& why) {
+  if (g_glue.requested == Transport::kUring) {
+    Log("--transport uring: ", why);
+    g_glue.fatal = true;
+  } else {
+    Log("transport dev (/dev/fuse): ", why);
+  }
+}
+}  // namespace
+
+bool UringConfigure(const Config& config) {
+  g_glue.requested = config.transport;
+  g_glue.depth = config.uring_depth;
+  if (config.transport == Transport::kDev) return true;
+  std::string why = UringUnavailableReason();
+  if (why.empty()) return true;
+  if (config.transport == Transport::kUring) {
+    Log("--transport uring: ", why, "; or start with --transport auto or dev");
+    return false;
+  }
+  Log("transport dev (/dev/fuse): ", why);
+  g_glue.requested = Transport::kDev;  // auto, decided
+  return true;
+}
+
+void UringOnInitRequest(const abi::InitIn& init) {
+  g_glue.kernel_offers = (init.flags & abi::kInitExt) && (init.flags2 & abi::kFlags2OverIoUring);
+}
+
+void UringBeforeInitReply(fuse_session* session, int device_fd, abi::InitOut& out) {
+  if (g_glue.requested == Transport::kDev || g_glue.transport) return;
+  // Failures are logged here, before the reply: once it is out, requests flow
+  // (over /dev/fuse), and a log line must not trail the requests it concerns.
+  if (!g_glue.kernel_offers) {
+    return UringFailed(absl::StrCat("the kernel's INIT did not offer FUSE_OVER_IO_URING (is ",
+                                    kEnableUringPath, " still Y?)"));
+  }
+  // The kernel's payload size: max(FUSE_MIN_READ_BUFFER, max_write, max_pages
+  // pages) (fs/fuse/dev_uring.c: fuse_uring_create()); max_pages is 32 unless
+  // the reply sets FUSE_MAX_PAGES.
+  const size_t max_pages = (out.flags & abi::kMaxPages) ? std::max<size_t>(out.max_pages, 1) : 32;
+  const size_t payload =
+      std::max({size_t{8192}, size_t{out.max_write}, size_t{4096}, max_pages * 4096});
+  g_glue.transport = std::make_unique<UringTransport>(session, device_fd, g_glue.depth);
+  std::string why = g_glue.transport->Prepare(payload);
+  if (!why.empty()) return UringFailed(why);
+  out.flags |= abi::kInitExt;
+  out.flags2 |= abi::kFlags2OverIoUring;
+  g_glue.offered = true;
+  g_glue.routed.store(g_glue.transport.get(), std::memory_order_release);
+}
+
+bool UringAfterInitReply(bool ok) {
+  if (!g_glue.offered) return !g_glue.fatal;
+  // Logged before the entries register: the kernel holds requests back until
+  // every queue has one, so this line comes before any request is served.
+  Log("transport uring: ", g_glue.transport->queues(), " queue(s) x ", g_glue.transport->depth(),
+      " entries, one thread each");
+  SetActiveUring(g_glue.transport.get());  // stats must say uring from the first request
+  std::string why = ok ? g_glue.transport->Start() : "the INIT reply failed";
+  if (!why.empty()) {
+    // The kernel cleared fc->io_uring on the failed REGISTER and serves
+    // /dev/fuse again; entries that did register stay up until the end.
+    SetActiveUring(nullptr);
+    UringFailed(why);
+    return !g_glue.fatal;
+  }
+  return true;
+}
+
+bool UringRouteReply(const struct iovec* iov, int count, ssize_t* result) {
+  UringTransport* t = g_glue.routed.load(std::memory_order_acquire);
+  return t != nullptr && t->RouteReply(iov, count, result);
+}
+
+void UringSessionEnd() {
+  if (g_glue.transport) g_glue.transport->Stop();
+}
+
+bool UringFatal() { return g_glue.fatal.load(); }
+
+const char* TransportInUse() { return g_active.load() ? "uring" : "dev"; }
+
+void SetActiveUring(UringTransport* transport) { g_active = transport; }
+
+char* UringThreadPayload(size_t size) {
+  UringTransport::Entry* e = t_entry;
+  return e != nullptr && size <= e->payload_cap ? e->payload : nullptr;
+}
+
+}  // namespace ramdiskfs

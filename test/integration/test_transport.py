@@ -1,0 +1,210 @@
+"""The transport (SPEC 14): --transport uring|dev|auto, the stats that say which one
+serves, the refusal when io_uring is asked for and the fuse module's enable_uring is
+off, auto's fallback, and proof from the kernel's side (/proc) that requests really
+travel over the io_uring queues, one per CPU, served by threads pinned to that CPU."""
+
+import contextlib
+import os
+import pathlib
+
+import pytest
+
+from support.io import odirect_pread, odirect_pwrite, pattern
+from support.mounts import BIN, ENABLE_URING, is_mounted, run_expect_exit
+from support.units import MiB, PAGE
+
+
+@contextlib.contextmanager
+def enable_uring_set(value):
+    """The fuse module's enable_uring set to `value` ("Y"/"N") for a block, then put back
+    (the session fixture `uring_enabled` has already made sure it can be written)."""
+    old = ENABLE_URING.read_text().strip()
+    ENABLE_URING.write_text("1" if value == "Y" else "0")
+    try:
+        assert ENABLE_URING.read_text().strip() == value
+        yield
+    finally:
+        ENABLE_URING.write_text("1" if old == "Y" else "0")
+
+
+def possible_cpus():
+    text = pathlib.Path("/sys/devices/system/cpu/possible").read_text().strip()
+    count = 0
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
+def ring_fds(pid):
+    """fdinfo of every io_uring fd of `pid`, as dicts of its key: value lines."""
+    rings = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[io_uring]":
+                continue
+            info = pathlib.Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        fields = {}
+        for line in info.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and value.strip().isdigit():
+                fields[key.strip()] = int(value)
+        rings.append(fields)
+    return rings
+
+
+def completions(pid):
+    """CQEs the kernel has posted on all the daemon's rings (CqTail counts them)."""
+    return sum(r.get("CqTail", 0) for r in ring_fds(pid))
+
+
+def queue_threads(pid):
+    """{queue: [tid...]} of the ring threads (named rdfs-q<queue>.<entry>)."""
+    queues = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            comm = pathlib.Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm.startswith("rdfs-q"):
+            queues.setdefault(int(comm[6:].split(".")[0]), []).append(int(tid))
+    return queues
+
+
+def switches(pid, tids):
+    """Voluntary context switches of the threads `tids`: a ring thread makes one each time
+    it waits for its next request."""
+    total = 0
+    for tid in tids:
+        for line in pathlib.Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
+def pinned_reads(path, cpu, count):
+    """`count` O_DIRECT 4 KiB reads of `path` from a child pinned to `cpu`."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.sched_setaffinity(0, {cpu})
+            for i in range(count):
+                odirect_pread(path, PAGE, (i % 256) * PAGE)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_uring_serves_every_mode(uring_enabled, mount_factory):
+    depth = 3
+    mnt = mount_factory("--transport", "uring", "--uring-depth", depth,
+                        "--disk", "d:8M:mode=direct", "--disk", "c:8M:mode=cached",
+                        "--disk", "n:8M:mode=null", wait_disks=["d", "c", "n"])
+    stats = mnt.stats()
+    assert stats["transport"] == "uring", mnt.log()
+    assert "transport uring" in mnt.log()
+    pid = mnt.proc.pid
+    # one queue per possible CPU, `depth` entries each, each entry its own thread and ring
+    threads = queue_threads(pid)
+    assert sorted(threads) == list(range(possible_cpus()))
+    assert all(len(t) == depth for t in threads.values()), threads
+    assert len(ring_fds(pid)) == possible_cpus() * depth
+
+    before = completions(pid)
+    data = pattern(MiB, seed=7)
+    for name in ("d", "c"):
+        odirect_pwrite(mnt.disk(name), data, MiB)
+        assert odirect_pread(mnt.disk(name), MiB, MiB) == data
+        with open(mnt.disk(name), "rb") as f:  # buffered: cached mode's page cache path
+            f.seek(MiB)
+            assert f.read(MiB) == data
+    odirect_pwrite(mnt.disk("n"), data, 0)
+    assert odirect_pread(mnt.disk("n"), MiB, 0) == bytes(MiB)
+    # control files, directories, new disks: other ops ride the ring too
+    mnt.write_control("new", text="extra 4M mode=direct")
+    assert "extra" in os.listdir(mnt.path)
+    assert mnt.read_control("extra", "size") == f"{4 * MiB}\n"
+    after = mnt.stats()
+    assert after["disks"] == 4
+    # the kernel posted a completion (a request) on the rings for at least the 10 direct
+    # 1 MiB I/Os and a dozen metadata requests
+    assert completions(pid) - before >= 20, mnt.log()
+
+
+def test_requests_go_to_the_callers_cpu_queue(uring_enabled, mount_factory):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs this process may run on")
+    mnt = mount_factory("--transport", "uring", "--uring-depth", "2",
+                        "--disk", "d:4M:mode=direct", wait_disks=["d"])
+    pid = mnt.proc.pid
+    threads = queue_threads(pid)
+    cpu = sorted(os.sched_getaffinity(0))[1]
+    for tid in threads[cpu]:
+        assert os.sched_getaffinity(tid) == {cpu}, "a queue's threads run on its CPU"
+    other = [t for q, tids in threads.items() if q != cpu for t in tids]
+    mine0, others0 = switches(pid, threads[cpu]), switches(pid, other)
+    n = 3000
+    pinned_reads(mnt.disk("d"), cpu, n)
+    mine, others = switches(pid, threads[cpu]) - mine0, switches(pid, other) - others0
+    # each read is served on the reader's CPU queue; the others see stray requests at most
+    assert mine >= n * 0.9, (mine, others)
+    assert others < n * 0.1, (mine, others)
+
+
+def test_dev_transport(mount_factory):
+    mnt = mount_factory("--transport", "dev", "--disk", "d:4M:mode=direct", wait_disks=["d"])
+    odirect_pwrite(mnt.disk("d"), pattern(64 * 1024, seed=3), 0)
+    stats = mnt.stats()
+    assert stats["transport"] == "dev"
+    assert ring_fds(mnt.proc.pid) == []
+    assert queue_threads(mnt.proc.pid) == {}
+
+
+def test_uring_refused_when_enable_uring_is_off(uring_enabled, tmp_path):
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    with enable_uring_set("N"):
+        code, out, err = run_expect_exit([BIN, mnt, "-f", "--transport", "uring",
+                                          "--disk", "d:4M"])
+    assert code == 32, (out, err)  # a mount failure (man page, EXIT STATUS)
+    assert not is_mounted(mnt)
+    lines = [l for l in err.splitlines() if "transport" in l]
+    assert len(lines) == 1, err
+    line = lines[0]
+    # says why, and how the administrator enables it
+    assert str(ENABLE_URING) in line and "is N" in line, line
+    assert f"echo 1 > {ENABLE_URING}" in line, line
+    assert ENABLE_URING.read_text().strip() == "Y", "the daemon never writes enable_uring"
+
+
+def test_auto_falls_back_to_dev(uring_enabled, mount_factory):
+    with enable_uring_set("N"):
+        mnt = mount_factory("--transport", "auto", "--disk", "d:4M:mode=direct",
+                            wait_disks=["d"])
+    odirect_pwrite(mnt.disk("d"), pattern(64 * 1024, seed=4), 0)
+    assert mnt.stats()["transport"] == "dev"
+    assert "transport dev" in mnt.log() and str(ENABLE_URING) in mnt.log()
+    assert ring_fds(mnt.proc.pid) == []
+
+
+def test_auto_takes_uring_when_offered(uring_enabled, mount_factory):
+    mnt = mount_factory("-o", "transport=auto,uring_depth=1", "--disk", "d:4M:mode=direct",
+                        wait_disks=["d"])
+    assert mnt.stats()["transport"] == "uring"
+    assert len(ring_fds(mnt.proc.pid)) == possible_cpus()
+
+
+def test_uring_mount_outlives_enable_uring_going_off(uring_enabled, mount_factory):
+    """The switch decides at INIT: a connection on io_uring stays on it (the kernel keeps
+    fc->io_uring), so turning enable_uring off under a mounted daemon changes nothing."""
+    mnt = mount_factory("--transport", "uring", "--disk", "d:4M:mode=direct", wait_disks=["d"])
+    with enable_uring_set("N"):
+        data = pattern(256 * 1024, seed=5)
+        before = completions(mnt.proc.pid)
+        odirect_pwrite(mnt.disk("d"), data, 0)
+        assert odirect_pread(mnt.disk("d"), len(data), 0) == data
+        assert completions(mnt.proc.pid) >= before + 2
