@@ -97,7 +97,7 @@ absl::Status WriteCache::SetMode(CacheMode mode) {
   if (mode == CacheMode::kVolatile) {
     RDFS_RETURN_IF_ERROR(EnsureFiles());
   } else {
-    Clear(/*durable=*/true, /*keep_idle=*/0);
+    Clear(/*durable=*/true, /*keep_idle=*/false);
   }
   settings_.mode = mode;
   SetStateBit(kVolatile, mode == CacheMode::kVolatile);
@@ -275,7 +275,7 @@ absl::StatusOr<size_t> WriteCache::WriteVolatile(uint64_t offset, const char* bu
     if (preimages_.contains(p)) continue;
     if (absl::Status status = Capture(p, seq); !status.ok()) {
       DropCaptured(captured_);
-      arena_->Trim(kIdleChunks);
+      arena_->Trim(IdleChunks());
       return status;
     }
     captured_.push_back(p);
@@ -283,7 +283,7 @@ absl::StatusOr<size_t> WriteCache::WriteVolatile(uint64_t offset, const char* bu
   // The log copy first: if the cap leaves no room for it, nothing changed.
   if (absl::Status status = AppendLog(buf, length); !status.ok()) {
     DropCaptured(captured_);
-    arena_->Trim(kIdleChunks);
+    arena_->Trim(IdleChunks());
     if (StatusToErrno(status) == ENOSPC) {
       return ErrnoStatus(ENOSPC, "no memory left for the write cache's copy");
     }
@@ -337,7 +337,7 @@ absl::Status WriteCache::DiscardVolatile(uint64_t offset, uint64_t length) {
       if (preimages_.contains(p)) continue;
       if (absl::Status status = Capture(p, seq); !status.ok()) {
         DropCaptured(captured_);
-        arena_->Trim(kIdleChunks);
+        arena_->Trim(IdleChunks());
         return status;
       }
       captured_.push_back(p);
@@ -386,14 +386,19 @@ absl::Status WriteCache::BeforeFreeAll() {
 
 // ---- durability -------------------------------------------------------------------
 
-void WriteCache::Clear(bool durable, size_t keep_idle) {
+size_t WriteCache::IdleChunks() const {
+  constexpr uint64_t kMaxIdle = (8 << 20) / kChunk;
+  return static_cast<size_t>(std::clamp<uint64_t>(pool_->max_bytes() / 64 / kChunk, 2, kMaxIdle));
+}
+
+void WriteCache::Clear(bool durable, bool keep_idle) {
   if (durable) stats_.writes_made_durable.fetch_add(entries_.size(), std::memory_order_relaxed);
   // Every chunk back to the arena, which frees all but `keep_idle`: the
   // cost is the chunks the cache held, never the disk's size.
   if (arena_) {
     for (uint32_t chunk : page_chunks_) arena_->Give(chunk);
     for (uint32_t chunk : log_chunks_) arena_->Give(chunk);
-    arena_->Trim(keep_idle);
+    arena_->Trim(keep_idle ? IdleChunks() : 0);
   }
   page_chunks_.clear();
   free_pages_.clear();

@@ -451,10 +451,11 @@ TEST_P(WriteCacheTest, FlushKeepsOnlyASmallReserveAndCacheNoneFreesAll) {
   for (int i = 0; i < 1000; ++i) Put(static_cast<uint64_t>(i) * 4096, std::string(4096, 'f'));
   EXPECT_GE(cache_->allocated_bytes(), 1000 * 4096u);
   ASSERT_TRUE(cache_->Flush().ok());
-  EXPECT_LE(cache_->allocated_bytes(), 2 * CacheArena::kChunkBytes);
+  // The idle reserve: 1/64 of the 64 MiB cap.
+  EXPECT_EQ(cache_->allocated_bytes(), kMiB);
   // The next cycle reuses what was kept.
   Put(0, std::string(4096, 'g'));
-  EXPECT_LE(cache_->allocated_bytes(), 2 * CacheArena::kChunkBytes);
+  EXPECT_EQ(cache_->allocated_bytes(), kMiB);
   ASSERT_TRUE(cache_->SetMode(CacheMode::kNone).ok());
   EXPECT_EQ(cache_->allocated_bytes(), 0u);
 }

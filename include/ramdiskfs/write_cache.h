@@ -29,8 +29,9 @@
 // the cap like the disk's own pages while a copy is a memcpy; a write that
 // cannot get its pre-image or log copy fails with ENOSPC and changes nothing.
 // Arena chunks are reused while the cache is in use (a write-back frees a
-// pre-image page for the next write); a durable point frees all but a small
-// idle reserve (kIdleChunks), and cache none frees everything.
+// pre-image page for the next write); a durable point frees all but an idle
+// reserve (IdleChunks(): 1/64 of the pool's cap, 512 KiB to 8 MiB), and cache
+// none frees everything.
 //
 // Thread safety: every method is safe to call from any thread. engaged() is
 // one relaxed atomic load (the cost of the cache on a `cache none`, powered
@@ -165,9 +166,11 @@ class WriteCache {
     uint64_t seq = 0;      // the newest entry that changed the page
     char* data = nullptr;  // an arena page; nullptr: the pre-image is all zeros
   };
-  // Idle arena chunks kept past a durable point (one for pre-images, one for
-  // the log), so a flush-heavy workload does not allocate and free per flush.
-  static constexpr size_t kIdleChunks = 2;
+  // Idle arena chunks kept past a durable point: 1/64 of the pool's cap,
+  // at least 2 (one for pre-images, one for the log), at most 8 MiB. A flush
+  // of less than that frees nothing and the next writes reuse it: freeing
+  // mapped pages costs the unmapping too (docs/benchmarks.md).
+  size_t IdleChunks() const;
 
   absl::Status EnsureFiles() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetStateBit(uint32_t bit, bool on);
@@ -201,8 +204,8 @@ class WriteCache {
   void RetireLog(uint64_t to, bool free_now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status EnforceCacheSize() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Forgets every entry and pre-image; `durable` counts them as made durable.
-  // The arena keeps `keep_idle` chunks.
-  void Clear(bool durable, size_t keep_idle = kIdleChunks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The arena keeps IdleChunks() chunks (none unless `keep_idle`).
+  void Clear(bool durable, bool keep_idle = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Cut() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Power off and Cut(). Returns the EIO the interrupted request gets.
   absl::Status CutNow() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
