@@ -2,13 +2,23 @@
 //
 // Invariants, with D the durable image and S the store (the newest image):
 //  1. S = D + entries_ applied in order.
-//  2. For every page p in preimages_, the pre-image file holds D[p] at the
-//     page's own offset (a hole there reads as zeros); every page not in
+//  2. For every page p in preimages_, preimages_[p].data is an arena page
+//     holding D[p] (nullptr: D[p] is all zeros); every page not in
 //     preimages_ has S[p] == D[p].
-//  3. preimages_[p] is the seq of the newest entry that changed p, so once
-//     every entry up to it is durable, S[p] == D[p] and the pre-image can go.
-//  4. Entries' log data lie in the log file in arrival order; bytes below
-//     log_freed_to_ belong to entries already durable.
+//  3. preimages_[p].seq is the seq of the newest entry that changed p, so
+//     once every entry up to it is durable, S[p] == D[p] and the pre-image
+//     can go.
+//  4. Entries' log data lie in the log in arrival order; bytes below
+//     log_freed_to_ belong to entries already durable, and log_chunks_ hold
+//     [log_base_, log_base_ + chunks * chunk size) with log_base_ <=
+//     log_freed_to_ <= log_end_.
+//  5. Every page in free_pages_ and every pre-image's page lies in a chunk of
+//     page_chunks_, which the arena has allocated; nothing else of the arena
+//     is touched.
+//
+// The copies are memcpy into the arena (cache_arena.h), so a 4 KiB write
+// that first touches a page costs one syscall more than cache none (the
+// pread of the store page into its pre-image), and a write-back costs none.
 
 #include "ramdiskfs/write_cache.h"
 
@@ -26,9 +36,8 @@ namespace ramdiskfs {
 namespace {
 
 constexpr uint64_t kSectorSize = 512;
-// One copy chunk: big enough that a 1 MiB write back is 4 round trips,
-// small enough to allocate once per disk without thought.
-constexpr size_t kCopyChunk = 256 * 1024;
+constexpr uint64_t kChunk = CacheArena::kChunkBytes;
+constexpr size_t kPagesPerChunk = kChunk / kPageSize;
 
 // SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and fully specified, so a
 // seed gives the same draws on every machine and build (the standard
@@ -49,13 +58,10 @@ class Draws {
 };
 
 bool AllZero(const char* buf, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (buf[i] != 0) return false;
-  }
-  return true;
+  // The first byte, then memcmp of the buffer against itself shifted by one
+  // (libc's vectorised compare instead of a byte loop).
+  return n == 0 || (buf[0] == 0 && std::memcmp(buf, buf + 1, n - 1) == 0);
 }
-
-uint64_t PageFloor(uint64_t offset) { return offset / kPageSize * kPageSize; }
 
 absl::Status PowerOff(const std::string& name) {
   return ErrnoStatus(EIO, absl::StrCat("disk ", name, " has no power (write 1 to power)"));
@@ -80,14 +86,9 @@ CacheSettings WriteCache::settings() const {
 }
 
 absl::Status WriteCache::EnsureFiles() {
-  if (!preimages_file_) {
-    RDFS_ASSIGN_OR_RETURN(preimages_file_,
-                          PageStore::Create(pool_, name_ + ".preimages", kMaxDiskBytes));
+  if (!arena_) {
+    RDFS_ASSIGN_OR_RETURN(arena_, CacheArena::Create(pool_, name_ + ".cache"));
   }
-  if (!log_file_) {
-    RDFS_ASSIGN_OR_RETURN(log_file_, PageStore::Create(pool_, name_ + ".log", kMaxDiskBytes));
-  }
-  if (scratch_.size() < kCopyChunk) scratch_.resize(kCopyChunk);
   return absl::OkStatus();
 }
 
@@ -96,7 +97,7 @@ absl::Status WriteCache::SetMode(CacheMode mode) {
   if (mode == CacheMode::kVolatile) {
     RDFS_RETURN_IF_ERROR(EnsureFiles());
   } else {
-    Clear(/*durable=*/true);
+    Clear(/*durable=*/true, /*keep_idle=*/false);
   }
   settings_.mode = mode;
   SetStateBit(kVolatile, mode == CacheMode::kVolatile);
@@ -126,27 +127,45 @@ absl::Status WriteCache::CheckPowered() const {
 
 // ---- pre-images -------------------------------------------------------------------
 
+absl::StatusOr<char*> WriteCache::TakePage() {
+  if (free_pages_.empty()) {
+    RDFS_ASSIGN_OR_RETURN(uint32_t chunk, arena_->Take());
+    page_chunks_.push_back(chunk);
+    char* data = arena_->data(chunk);
+    for (size_t i = kPagesPerChunk; i-- > 0;) free_pages_.push_back(data + i * kPageSize);
+  }
+  char* page = free_pages_.back();
+  free_pages_.pop_back();
+  return page;
+}
+
 absl::Status WriteCache::Capture(uint64_t page, uint64_t seq) {
   const uint64_t offset = page * kPageSize;
-  char* buf = scratch_.data();
-  RDFS_ASSIGN_OR_RETURN(size_t n, store_->Read(offset, buf, kPageSize));
-  if (n > 0 && !AllZero(buf, n)) {
-    absl::StatusOr<size_t> written = preimages_file_->Write(offset, buf, n);
-    if (!written.ok() || *written != n) {
-      (void)preimages_file_->Discard(offset, kPageSize);
-      if (!written.ok()) return written.status();
-      return ErrnoStatus(ENOSPC, "no memory left for a pre-image");
-    }
+  RDFS_ASSIGN_OR_RETURN(char* data, TakePage());
+  // Straight into the arena page: one pread, no copy back out.
+  absl::StatusOr<size_t> n = store_->Read(offset, data, kPageSize);
+  if (!n.ok()) {
+    free_pages_.push_back(data);
+    return n.status();
   }
-  preimages_.emplace(page, seq);
+  if (*n < kPageSize) std::memset(data + *n, 0, kPageSize - *n);
+  if (AllZero(data, kPageSize)) {
+    free_pages_.push_back(data);
+    data = nullptr;
+  }
+  preimages_.emplace(page, Preimage{seq, data});
   return absl::OkStatus();
 }
 
+void WriteCache::DropPreimage(uint64_t page) {
+  auto it = preimages_.find(page);
+  if (it == preimages_.end()) return;
+  if (it->second.data != nullptr) free_pages_.push_back(it->second.data);
+  preimages_.erase(it);
+}
+
 void WriteCache::DropCaptured(const std::vector<uint64_t>& pages) {
-  for (uint64_t page : pages) {
-    (void)preimages_file_->Discard(page * kPageSize, kPageSize);
-    preimages_.erase(page);
-  }
+  for (uint64_t page : pages) DropPreimage(page);
 }
 
 template <typename Fn>
@@ -158,25 +177,73 @@ void WriteCache::ForEachPreimageIn(uint64_t first, uint64_t last, Fn fn) {
       if (p == last) break;
     }
   } else {
-    for (const auto& [p, seq] : preimages_) {
+    for (const auto& [p, pre] : preimages_) {
       if (p >= first && p <= last) pages.push_back(p);
     }
   }
   for (uint64_t p : pages) fn(p);
 }
 
-absl::Status WriteCache::Copy(const PageStore& from, uint64_t src_offset, PageStore& to,
-                              uint64_t dst_offset, uint64_t length) {
-  char* buf = scratch_.data();
-  for (uint64_t done = 0; done < length;) {
-    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(kCopyChunk, length - done));
-    RDFS_ASSIGN_OR_RETURN(size_t n, from.Read(src_offset + done, buf, chunk));
-    if (n != chunk) return ErrnoStatus(EIO, "short read from a cache file");
-    RDFS_ASSIGN_OR_RETURN(size_t w, to.Write(dst_offset + done, buf, chunk));
-    if (w != chunk) return ErrnoStatus(ENOSPC, "no memory left to copy cached data");
-    done += chunk;
+// ---- the log ------------------------------------------------------------------------
+
+absl::Status WriteCache::AppendLog(const char* buf, size_t length) {
+  const uint64_t end = log_end_ + length;
+  const size_t had = log_chunks_.size();
+  while (log_base_ + log_chunks_.size() * kChunk < end) {
+    absl::StatusOr<uint32_t> chunk = arena_->Take();
+    if (!chunk.ok()) {
+      while (log_chunks_.size() > had) {
+        arena_->Give(log_chunks_.back());
+        log_chunks_.pop_back();
+      }
+      return chunk.status();
+    }
+    log_chunks_.push_back(*chunk);
+  }
+  for (uint64_t pos = log_end_; pos < end;) {
+    const uint64_t rel = pos - log_base_;
+    const uint64_t piece = std::min<uint64_t>(kChunk - rel % kChunk, end - pos);
+    std::memcpy(arena_->data(log_chunks_[rel / kChunk]) + rel % kChunk, buf + (pos - log_end_),
+                piece);
+    pos += piece;
   }
   return absl::OkStatus();
+}
+
+void WriteCache::ReadLog(uint64_t log_offset, char* dst, uint64_t length) const {
+  for (uint64_t done = 0; done < length;) {
+    const uint64_t rel = log_offset + done - log_base_;
+    const uint64_t piece = std::min<uint64_t>(kChunk - rel % kChunk, length - done);
+    std::memcpy(dst + done, arena_->data(log_chunks_[rel / kChunk]) + rel % kChunk, piece);
+    done += piece;
+  }
+}
+
+absl::Status WriteCache::WriteLogToStore(uint64_t log_offset, uint64_t offset, uint64_t length) {
+  for (uint64_t done = 0; done < length;) {
+    const uint64_t rel = log_offset + done - log_base_;
+    const size_t piece =
+        static_cast<size_t>(std::min<uint64_t>(kChunk - rel % kChunk, length - done));
+    RDFS_ASSIGN_OR_RETURN(
+        size_t w, store_->Write(offset + done,
+                                arena_->data(log_chunks_[rel / kChunk]) + rel % kChunk, piece));
+    if (w != piece) return ErrnoStatus(ENOSPC, "no memory left to replay cached data");
+    done += piece;
+  }
+  return absl::OkStatus();
+}
+
+void WriteCache::RetireLog(uint64_t to, bool free_now) {
+  log_freed_to_ = to;
+  while (!log_chunks_.empty() && log_base_ + kChunk <= log_freed_to_) {
+    if (free_now) {
+      arena_->Free(log_chunks_.front());
+    } else {
+      arena_->Give(log_chunks_.front());  // reused by the next appends: no punch, no fallocate
+    }
+    log_chunks_.pop_front();
+    log_base_ += kChunk;
+  }
 }
 
 // ---- the I/O path -----------------------------------------------------------------
@@ -208,26 +275,28 @@ absl::StatusOr<size_t> WriteCache::WriteVolatile(uint64_t offset, const char* bu
     if (preimages_.contains(p)) continue;
     if (absl::Status status = Capture(p, seq); !status.ok()) {
       DropCaptured(captured_);
+      arena_->Trim(IdleChunks());
       return status;
     }
     captured_.push_back(p);
   }
   // The log copy first: if the cap leaves no room for it, nothing changed.
-  absl::StatusOr<size_t> logged = log_file_->Write(log_end_, buf, length);
-  if (!logged.ok() || *logged != length) {
-    (void)log_file_->Discard(log_end_, length);
+  if (absl::Status status = AppendLog(buf, length); !status.ok()) {
     DropCaptured(captured_);
-    if (!logged.ok()) return logged.status();
-    return ErrnoStatus(ENOSPC, "no memory left for the write cache's copy");
+    arena_->Trim(IdleChunks());
+    if (StatusToErrno(status) == ENOSPC) {
+      return ErrnoStatus(ENOSPC, "no memory left for the write cache's copy");
+    }
+    return status;
   }
   absl::StatusOr<size_t> n = store_->Write(offset, buf, length);
   if (!n.ok()) {
-    (void)log_file_->Discard(log_end_, length);
+    // The appended bytes lie past log_end_: nothing refers to them.
     DropCaptured(captured_);
     return n.status();
   }
   const uint64_t last_written = (offset + *n - 1) / kPageSize;
-  for (uint64_t p = first; p <= last_written; ++p) preimages_[p] = seq;
+  for (uint64_t p = first; p <= last_written; ++p) preimages_[p].seq = seq;
   entries_.push_back({seq, offset, *n, log_end_, false});
   ++next_seq_;
   log_end_ += length;
@@ -268,6 +337,7 @@ absl::Status WriteCache::DiscardVolatile(uint64_t offset, uint64_t length) {
       if (preimages_.contains(p)) continue;
       if (absl::Status status = Capture(p, seq); !status.ok()) {
         DropCaptured(captured_);
+        arena_->Trim(IdleChunks());
         return status;
       }
       captured_.push_back(p);
@@ -279,7 +349,7 @@ absl::Status WriteCache::DiscardVolatile(uint64_t offset, uint64_t length) {
     return status;
   }
   ForEachPreimageIn(offset / kPageSize, (end - 1) / kPageSize,
-                    [&](uint64_t p) { preimages_[p] = seq; });
+                    [&](uint64_t p) { preimages_[p].seq = seq; });
   entries_.push_back({seq, offset, length, 0, true});
   ++next_seq_;
   return absl::OkStatus();
@@ -316,26 +386,28 @@ absl::Status WriteCache::BeforeFreeAll() {
 
 // ---- durability -------------------------------------------------------------------
 
-void WriteCache::Clear(bool durable) {
+size_t WriteCache::IdleChunks() const {
+  constexpr uint64_t kMaxIdle = (8 << 20) / kChunk;
+  return static_cast<size_t>(std::clamp<uint64_t>(pool_->max_bytes() / 64 / kChunk, 2, kMaxIdle));
+}
+
+void WriteCache::Clear(bool durable, bool keep_idle) {
   if (durable) stats_.writes_made_durable.fetch_add(entries_.size(), std::memory_order_relaxed);
-  if (log_file_ && log_end_ > log_punched_to_) {
-    (void)log_file_->Discard(log_punched_to_, log_end_ - log_punched_to_);
+  // Every chunk back to the arena, which frees all but `keep_idle`: the
+  // cost is the chunks the cache held, never the disk's size.
+  if (arena_) {
+    for (uint32_t chunk : page_chunks_) arena_->Give(chunk);
+    for (uint32_t chunk : log_chunks_) arena_->Give(chunk);
+    arena_->Trim(keep_idle ? IdleChunks() : 0);
   }
-  if (preimages_file_ && !preimages_.empty()) {
-    // One punch over the pages' span: shmem walks only the pages present,
-    // so this costs what is cached, not the disk's size (benchmarks.md).
-    uint64_t lo = UINT64_MAX, hi = 0;
-    for (const auto& [p, seq] : preimages_) {
-      lo = std::min(lo, p);
-      hi = std::max(hi, p);
-    }
-    (void)preimages_file_->Discard(lo * kPageSize, (hi - lo + 1) * kPageSize);
-  }
+  page_chunks_.clear();
+  free_pages_.clear();
+  log_chunks_.clear();
   entries_.clear();
   preimages_.clear();
+  log_base_ = 0;
   log_end_ = 0;
   log_freed_to_ = 0;
-  log_punched_to_ = 0;
   unflushed_bytes_ = 0;
 }
 
@@ -349,39 +421,51 @@ absl::Status WriteCache::EnforceCacheSize() {
 
 absl::Status WriteCache::WriteBackOldest() {
   const Entry e = entries_.front();
-  // D += e: the pre-images of e's pages take e's bytes (every page e wrote
-  // still has one: invariant 3 keeps it until e is durable).
-  if (e.zero) {
-    RDFS_RETURN_IF_ERROR(preimages_file_->Discard(e.offset, e.length));
-  } else {
-    RDFS_RETURN_IF_ERROR(Copy(*log_file_, e.log_offset, *preimages_file_, e.offset, e.length));
-  }
-  std::vector<uint64_t> done;
-  ForEachPreimageIn(e.offset / kPageSize, (e.offset + e.length - 1) / kPageSize, [&](uint64_t p) {
-    if (preimages_[p] <= e.seq) done.push_back(p);
+  const uint64_t end = e.offset + e.length;
+  // D += e. Every page e wrote still has a pre-image (invariant 3 keeps it
+  // until e is durable). A page no later entry changed is now S[p] == D[p]:
+  // its pre-image is dropped without taking e's bytes first. Only a page a
+  // later entry changed keeps its pre-image, and takes e's bytes.
+  absl::Status status;
+  ForEachPreimageIn(e.offset / kPageSize, (end - 1) / kPageSize, [&](uint64_t p) {
+    Preimage& pre = preimages_[p];
+    if (pre.seq <= e.seq) {
+      DropPreimage(p);
+      return;
+    }
+    if (!status.ok()) return;
+    const uint64_t page_start = p * kPageSize;
+    const uint64_t lo = std::max(e.offset, page_start);
+    const uint64_t hi = std::min(end, page_start + kPageSize);
+    if (e.zero) {
+      if (pre.data == nullptr) return;  // zeros already
+      if (hi - lo == kPageSize) {
+        free_pages_.push_back(pre.data);
+        pre.data = nullptr;
+      } else {
+        std::memset(pre.data + (lo - page_start), 0, hi - lo);
+      }
+      return;
+    }
+    if (pre.data == nullptr) {
+      absl::StatusOr<char*> data = TakePage();
+      if (!data.ok()) {
+        status = data.status();
+        return;
+      }
+      std::memset(*data, 0, kPageSize);
+      pre.data = *data;
+    }
+    ReadLog(e.log_offset + (lo - e.offset), pre.data + (lo - page_start), hi - lo);
   });
-  DropCaptured(done);
+  RDFS_RETURN_IF_ERROR(status);
   if (!e.zero) {
-    RetireLog(e.log_offset + e.length);
+    RetireLog(e.log_offset + e.length, /*free_now=*/false);
     unflushed_bytes_ -= e.length;
   }
   entries_.pop_front();
   stats_.writes_made_durable.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
-}
-
-void WriteCache::RetireLog(uint64_t to) {
-  // A punch costs a few microseconds (shmem takes its locks and walks the
-  // range): once per 1 MiB of dead log, not once per entry, so a write-back
-  // at cache_size costs ~1/256 of a punch per 4 KiB write. At most 1 MiB of
-  // dead log is held.
-  constexpr uint64_t kBatch = 1 << 20;
-  log_freed_to_ = to;
-  const uint64_t end = PageFloor(log_freed_to_);  // the page with live bytes stays
-  if (end >= log_punched_to_ + kBatch) {
-    (void)log_file_->Discard(log_punched_to_, end - log_punched_to_);
-    log_punched_to_ = end;
-  }
 }
 
 // ---- power ------------------------------------------------------------------------
@@ -425,8 +509,7 @@ uint64_t WriteCache::cut_at_flush() const {
 
 absl::Status WriteCache::Replay(const Entry& e, uint64_t sector_offset, uint64_t sector_length) {
   if (e.zero) return store_->Discard(e.offset + sector_offset, sector_length);
-  return Copy(*log_file_, e.log_offset + sector_offset, *store_, e.offset + sector_offset,
-              sector_length);
+  return WriteLogToStore(e.log_offset + sector_offset, e.offset + sector_offset, sector_length);
 }
 
 absl::Status WriteCache::Cut() {
@@ -438,26 +521,20 @@ absl::Status WriteCache::Cut() {
   if (entries_.empty() && preimages_.empty()) return absl::OkStatus();
 
   // 1. Back to the durable image. Each pre-image page is freed as soon as it
-  // is back, so the rebuild needs at most a page more than the cache held.
+  // is back, so the rebuild needs at most a page more than the cache held
+  // (the arena frees those chunks, rather than keeping them, at the end).
   const uint64_t size = store_->size_bytes();
-  char* buf = scratch_.data();
-  for (const auto& [p, seq] : preimages_) {
+  for (const auto& [p, pre] : preimages_) {
     const uint64_t offset = p * kPageSize;
     if (offset >= size) continue;
     const size_t n = static_cast<size_t>(std::min<uint64_t>(kPageSize, size - offset));
-    absl::StatusOr<size_t> got = preimages_file_->Read(offset, buf, n);
-    if (!got.ok()) {
-      note(got.status());
+    if (pre.data == nullptr) {
+      note(store_->Discard(offset, n));
       continue;
     }
-    if (AllZero(buf, n)) {
-      note(store_->Discard(offset, n));
-    } else {
-      absl::StatusOr<size_t> w = store_->Write(offset, buf, n);
-      note(w.ok() ? (*w == n ? absl::OkStatus() : ErrnoStatus(ENOSPC, "short restore"))
-                  : w.status());
-    }
-    (void)preimages_file_->Discard(offset, kPageSize);
+    absl::StatusOr<size_t> w = store_->Write(offset, pre.data, n);
+    note(w.ok() ? (*w == n ? absl::OkStatus() : ErrnoStatus(ENOSPC, "short restore")) : w.status());
+    arena_->DiscardPage(pre.data);
   }
 
   // 2. The policy's survivors, replayed in arrival order. The draws are made
@@ -508,7 +585,7 @@ absl::Status WriteCache::Cut() {
       note(Replay(e, 0, e.length));
     }
     last_cut_.push_back({i, e.offset, e.length, fate});
-    if (!e.zero) RetireLog(e.log_offset + e.length);  // free the log as we go
+    if (!e.zero) RetireLog(e.log_offset + e.length, /*free_now=*/true);  // free it as we go
   }
   Clear(/*durable=*/false);
   if (!first_error.ok()) {
@@ -537,10 +614,7 @@ uint64_t WriteCache::preimage_pages() const {
 
 uint64_t WriteCache::allocated_bytes() const {
   std::lock_guard lock(mu_);
-  uint64_t bytes = 0;
-  if (preimages_file_) bytes += preimages_file_->allocated_bytes();
-  if (log_file_) bytes += log_file_->allocated_bytes();
-  return bytes;
+  return arena_ ? arena_->allocated_bytes() : 0;
 }
 
 absl::StatusOr<std::string> WriteCache::ReadDurable(uint64_t offset, size_t length) const {
@@ -550,12 +624,15 @@ absl::StatusOr<std::string> WriteCache::ReadDurable(uint64_t offset, size_t leng
   out.resize(n);
   if (n == 0 || preimages_.empty()) return out;
   for (uint64_t p = offset / kPageSize; p <= (offset + n - 1) / kPageSize; ++p) {
-    if (!preimages_.contains(p)) continue;
+    auto it = preimages_.find(p);
+    if (it == preimages_.end()) continue;
     const uint64_t lo = std::max(offset, p * kPageSize);
     const uint64_t hi = std::min(offset + n, (p + 1) * kPageSize);
-    RDFS_ASSIGN_OR_RETURN(size_t got,
-                          preimages_file_->Read(lo, out.data() + (lo - offset), hi - lo));
-    if (got != hi - lo) return ErrnoStatus(EIO, "short read of a pre-image");
+    if (it->second.data == nullptr) {
+      std::memset(out.data() + (lo - offset), 0, hi - lo);
+    } else {
+      std::memcpy(out.data() + (lo - offset), it->second.data + (lo - p * kPageSize), hi - lo);
+    }
   }
   return out;
 }

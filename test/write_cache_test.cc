@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "ramdiskfs/cache_arena.h"
 #include "ramdiskfs/cache_control.h"
 #include "ramdiskfs/memory_pool.h"
 #include "ramdiskfs/page_store.h"
@@ -390,6 +391,86 @@ TEST_P(WriteCacheTest, CapGivesEnospcAndLosesNothingDurable) {
   EXPECT_EQ(enospc, 1);
   Cut();
   EXPECT_EQ(Get(0, durable.size()), durable);
+}
+
+// ---- the arena ------------------------------------------------------------------------
+
+// Random writes and discards, unaligned and overlapping, with write-back: at
+// every point the durable image is the ops but the unflushed ones applied,
+// and a cut with all_lost leaves exactly that.
+TEST_P(WriteCacheTest, WriteBackKeepsTheDurableImageExact) {
+  Make(64 * kMiB, 256 * 1024);
+  Volatile();
+  ASSERT_TRUE(cache_->SetCacheSize(24 * 1024).ok());
+  struct Op {
+    uint64_t offset;
+    std::string data;  // empty: a discard of `length`
+    uint64_t length;
+  };
+  std::vector<Op> ops;
+  std::mt19937_64 rng(7);
+  const uint64_t size = store_->size_bytes();
+  auto durable_model = [&] {
+    std::string d(size, '\0');
+    const size_t applied = ops.size() - cache_->unflushed().writes;
+    for (size_t i = 0; i < applied; ++i) {
+      const Op& op = ops[i];
+      if (op.data.empty()) {
+        d.replace(op.offset, op.length, std::string(op.length, '\0'));
+      } else {
+        d.replace(op.offset, op.data.size(), op.data);
+      }
+    }
+    return d;
+  };
+  for (int i = 0; i < 600; ++i) {
+    const uint64_t offset = rng() % (size - 1);
+    const uint64_t length = std::min<uint64_t>(1 + rng() % 12000, size - offset);
+    if (rng() % 8 == 0) {
+      ASSERT_TRUE(cache_->Discard(offset, length).ok());
+      ops.push_back({offset, "", length});
+    } else {
+      std::string data(length, static_cast<char>('a' + i % 26));
+      Put(offset, data);
+      ops.push_back({offset, data, length});
+    }
+    if (i % 50 == 49) {
+      auto d = cache_->ReadDurable(0, size);
+      ASSERT_TRUE(d.ok()) << d.status();
+      ASSERT_EQ(*d, durable_model()) << i;
+    }
+  }
+  const std::string expected = durable_model();
+  Cut();
+  EXPECT_EQ(Image(), expected);
+}
+
+TEST_P(WriteCacheTest, FlushKeepsOnlyASmallReserveAndCacheNoneFreesAll) {
+  Make(64 * kMiB, 16 * kMiB);
+  Volatile();
+  for (int i = 0; i < 1000; ++i) Put(static_cast<uint64_t>(i) * 4096, std::string(4096, 'f'));
+  EXPECT_GE(cache_->allocated_bytes(), 1000 * 4096u);
+  ASSERT_TRUE(cache_->Flush().ok());
+  // The idle reserve: 1/64 of the 64 MiB cap.
+  EXPECT_EQ(cache_->allocated_bytes(), kMiB);
+  // The next cycle reuses what was kept.
+  Put(0, std::string(4096, 'g'));
+  EXPECT_EQ(cache_->allocated_bytes(), kMiB);
+  ASSERT_TRUE(cache_->SetMode(CacheMode::kNone).ok());
+  EXPECT_EQ(cache_->allocated_bytes(), 0u);
+}
+
+TEST_P(WriteCacheTest, SteadyWriteBackReusesArenaMemory) {
+  Make(64 * kMiB, 16 * kMiB);
+  Volatile();
+  ASSERT_TRUE(cache_->SetCacheSize(kMiB).ok());
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 2000; ++i) Put(rng() % 4096 * 4096, std::string(4096, 'h'));
+  const uint64_t held = cache_->allocated_bytes();
+  for (int i = 0; i < 4000; ++i) Put(rng() % 4096 * 4096, std::string(4096, 'i'));
+  // About 1 MiB of log and 1 MiB of pre-images, plus a chunk or two of slack.
+  EXPECT_LE(cache_->allocated_bytes(), 2 * kMiB + 4 * CacheArena::kChunkBytes);
+  EXPECT_LE(cache_->allocated_bytes(), held + 2 * CacheArena::kChunkBytes);
 }
 
 // ---- concurrency (TSan) ---------------------------------------------------------------

@@ -8,11 +8,11 @@
 //    from the cache (and the adapter's splice path stays as it is).
 //  - The durable image is the store with the pre-images put back: for every
 //    page changed since the last durable point, the cache keeps the page as
-//    it was then (a copy in its own pre-image file; an all-zero pre-image is
-//    a hole there and costs nothing).
+//    it was then (a copy in a page of the cache's arena; an all-zero
+//    pre-image is no page and costs nothing).
 //  - The unflushed writes, in arrival order: offset, length and a copy of the
-//    data in an append-only log file. A discard/zero-range is an entry with
-//    no data (it writes zeros).
+//    data in an append-only log (chunks of the arena). A discard/zero-range
+//    is an entry with no data (it writes zeros).
 //  - Flush (FUSE_FSYNC, an O_DSYNC/FUA write): everything becomes durable;
 //    the cache forgets the pre-images and the log. Cost: proportional to the
 //    unflushed entries and pages, never to the disk's size.
@@ -24,9 +24,14 @@
 //    rebuilt to the post-cut image = pre-images put back + kept entries
 //    replayed in order; then every I/O fails with EIO until power is back.
 //
-// Memory: the pre-image and log files come from the disk's MemoryPool, so
-// they count against the cap like the disk's own pages; a write that cannot
-// get its pre-image or log copy fails with ENOSPC and changes nothing.
+// Memory: the pre-images and the log live in a CacheArena (cache_arena.h): a
+// file of the disk's MemoryPool that the daemon maps, so they count against
+// the cap like the disk's own pages while a copy is a memcpy; a write that
+// cannot get its pre-image or log copy fails with ENOSPC and changes nothing.
+// Arena chunks are reused while the cache is in use (a write-back frees a
+// pre-image page for the next write); a durable point frees all but an idle
+// reserve (IdleChunks(): 1/64 of the pool's cap, 512 KiB to 8 MiB), and cache
+// none frees everything.
 //
 // Thread safety: every method is safe to call from any thread. engaged() is
 // one relaxed atomic load (the cost of the cache on a `cache none`, powered
@@ -49,6 +54,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "ramdiskfs/cache_arena.h"
 #include "ramdiskfs/cache_control.h"
 #include "ramdiskfs/memory_pool.h"
 #include "ramdiskfs/page_store.h"
@@ -136,7 +142,7 @@ class WriteCache {
   Unflushed unflushed() const;
   // Pages with a pre-image now.
   uint64_t preimage_pages() const;
-  // RAM held by the cache's files (pre-images + log).
+  // RAM held by the cache's arena file (pre-images, log, idle chunks).
   uint64_t allocated_bytes() const;
   const WriteCacheStats& stats() const { return stats_; }
 
@@ -153,16 +159,29 @@ class WriteCache {
     uint64_t seq = 0;
     uint64_t offset = 0;
     uint64_t length = 0;
-    uint64_t log_offset = 0;  // where the data is in the log file
+    uint64_t log_offset = 0;  // where the data is in the log
     bool zero = false;        // a discard/zero-range: no data, writes zeros
   };
+  struct Preimage {
+    uint64_t seq = 0;      // the newest entry that changed the page
+    char* data = nullptr;  // an arena page; nullptr: the pre-image is all zeros
+  };
+  // Idle arena chunks kept past a durable point: 1/64 of the pool's cap,
+  // at least 2 (one for pre-images, one for the log), at most 8 MiB. A flush
+  // of less than that frees nothing and the next writes reuse it: freeing
+  // mapped pages costs the unmapping too (docs/benchmarks.md).
+  size_t IdleChunks() const;
 
   absl::Status EnsureFiles() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetStateBit(uint32_t bit, bool on);
-  // Copies page `page` of the store into the pre-image file (a hole if all
-  // zeros) and records it with `seq`.
+  // An arena page for a pre-image (from the free pages, else a new chunk).
+  absl::StatusOr<char*> TakePage() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Copies page `page` of the store into an arena page (none if all zeros)
+  // and records it with `seq`.
   absl::Status Capture(uint64_t page, uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropCaptured(const std::vector<uint64_t>& pages) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops page `page`'s pre-image (its arena page goes back to the free pages).
+  void DropPreimage(uint64_t page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Calls fn(page) for every page in [first, last] that has a pre-image,
   // walking whichever is smaller: the range or the pre-image map.
   template <typename Fn>
@@ -170,15 +189,23 @@ class WriteCache {
   absl::StatusOr<size_t> WriteVolatile(uint64_t offset, const char* buf, size_t length, bool fua)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DiscardVolatile(uint64_t offset, uint64_t length) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Copies [src_offset, +length) of `from` to `to` at dst_offset.
-  absl::Status Copy(const PageStore& from, uint64_t src_offset, PageStore& to, uint64_t dst_offset,
-                    uint64_t length) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends `length` bytes at log_end_ (taking arena chunks as needed).
+  // ENOSPC: nothing changed.
+  absl::Status AppendLog(const char* buf, size_t length) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The log's bytes at [log_offset, +length) into `dst` / into the store at
+  // `offset`.
+  void ReadLog(uint64_t log_offset, char* dst, uint64_t length) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteLogToStore(uint64_t log_offset, uint64_t offset, uint64_t length)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteBackOldest() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Marks the log up to `to` dead; frees it in 1 MiB batches.
-  void RetireLog(uint64_t to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the log up to `to` dead; its whole chunks go back to the arena
+  // (freed at once when `free_now`, else kept for reuse).
+  void RetireLog(uint64_t to, bool free_now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status EnforceCacheSize() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Forgets every entry and pre-image; `durable` counts them as made durable.
-  void Clear(bool durable) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The arena keeps IdleChunks() chunks (none unless `keep_idle`).
+  void Clear(bool durable, bool keep_idle = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Cut() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Power off and Cut(). Returns the EIO the interrupted request gets.
   absl::Status CutNow() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -197,23 +224,24 @@ class WriteCache {
 
   mutable std::mutex mu_;
   CacheSettings settings_ ABSL_GUARDED_BY(mu_);
-  // Pre-images, at the same offset as in the disk (a sparse file of
-  // kMaxDiskBytes), and the log of unflushed data (append-only, reset at
-  // each durable point).
-  std::unique_ptr<PageStore> preimages_file_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<PageStore> log_file_ ABSL_GUARDED_BY(mu_);
-  // page index -> seq of the newest entry that touched it.
-  absl::flat_hash_map<uint64_t, uint64_t> preimages_ ABSL_GUARDED_BY(mu_);
+  // Where the pre-images and the log live (made at the first volatile use).
+  std::unique_ptr<CacheArena> arena_ ABSL_GUARDED_BY(mu_);
+  // page index -> its pre-image.
+  absl::flat_hash_map<uint64_t, Preimage> preimages_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> page_chunks_ ABSL_GUARDED_BY(mu_);  // arena chunks cut into pages
+  std::vector<char*> free_pages_ ABSL_GUARDED_BY(mu_);      // pages of them not in use
+  // The log: log offset o is at byte o - log_base_ of the chunks in order
+  // (log_base_ is a multiple of the chunk size).
+  std::deque<uint32_t> log_chunks_ ABSL_GUARDED_BY(mu_);
+  uint64_t log_base_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<Entry> entries_ ABSL_GUARDED_BY(mu_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t log_end_ ABSL_GUARDED_BY(mu_) = 0;         // next append offset
-  uint64_t log_freed_to_ ABSL_GUARDED_BY(mu_) = 0;    // log bytes before this are dead
-  uint64_t log_punched_to_ ABSL_GUARDED_BY(mu_) = 0;  // ... and before this freed
+  uint64_t log_end_ ABSL_GUARDED_BY(mu_) = 0;       // next append offset
+  uint64_t log_freed_to_ ABSL_GUARDED_BY(mu_) = 0;  // log bytes before this are dead
   uint64_t unflushed_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t cut_at_flush_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status last_cut_error_ ABSL_GUARDED_BY(mu_);
   std::vector<PowercutRecord> last_cut_ ABSL_GUARDED_BY(mu_);
-  std::vector<char> scratch_ ABSL_GUARDED_BY(mu_);  // one copy chunk, made once
   std::vector<uint64_t> captured_ ABSL_GUARDED_BY(mu_);
 };
 
