@@ -66,7 +66,7 @@ absl::StatusOr<Transport> ParseTransport(std::string_view text);
 
 // Ring entries per CPU queue, each served by its own thread (docs/design.md,
 // "Transport"): the most requests one CPU can have in the daemon at once.
-inline constexpr int kDefaultUringDepth = 8;
+inline constexpr int kDefaultUringDepth = 16;
 inline constexpr int kMaxUringDepth = 64;
 
 struct DiskSpec {
