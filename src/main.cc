@@ -145,6 +145,12 @@ int Main(int argc, char** argv) {
             errno ? strerror(errno) : "not a directory");
     return kExitMountFailure;
   }
+  // Absolute from here on: a detached daemon chdir()s to /, and the signal
+  // thread's unmount of a relative path would then miss the mount and leave
+  // the daemon running after SIGTERM.
+  if (char resolved[PATH_MAX]; realpath(config.mountpoint.c_str(), resolved) != nullptr) {
+    config.mountpoint = resolved;
+  }
   if (std::optional<std::string> live = LiveRamdiskfsSource(config.mountpoint)) {
     fprintf(stderr,
             "ramdiskfs: %s is already a ramdiskfs mount (source %s); unmount it first "

@@ -4,12 +4,15 @@ deferred with a clear log line and no data loss, and it completes once the disk 
 
 import os
 import signal
+import subprocess
 
 import pytest
 
 from support.blockdev import loop_device
 from support.io import odirect_pread, pattern, read_file, write_file
-from support.mounts import is_mounted, run, wait_exit, wait_for
+from support.mounts import (BIN, TRANSPORT_ARGS, daemon_pids, is_mounted, run, wait_exit,
+                            wait_for)
+from support.require import require_fuse
 from support.units import MiB, PAGE
 
 
@@ -100,3 +103,27 @@ def test_fusermount_u_while_loop_attached(mount_factory):
 
 def _loop_attached(dev):
     return os.path.exists(f"/sys/block/{os.path.basename(dev)}/loop/backing_file")
+
+
+def test_sigterm_stops_a_detached_daemon_mounted_on_a_relative_path(tmp_path):
+    """`ramdiskfs mnt` from the directory that holds mnt, no -f: the daemon detaches and
+    chdir()s to /, so it must have made the mount point absolute first, or SIGTERM's
+    unmount misses the mount and the daemon never exits."""
+    require_fuse()
+    name = f"rel-{os.getpid()}"
+    (tmp_path / name).mkdir()
+    mnt = tmp_path / name
+    res = subprocess.run([str(BIN), name, "--disks", "1", "--size", "4M", *TRANSPORT_ARGS],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    try:
+        assert res.returncode == 0, res.stderr
+        wait_for(lambda: is_mounted(mnt), 10, "the mount")
+        (pid,) = daemon_pids(name, exe=BIN)
+        os.kill(pid, signal.SIGTERM)  # the daemon this test started, by pid
+        wait_for(lambda: not daemon_pids(name, exe=BIN), 20, "the daemon to exit on SIGTERM")
+        assert not is_mounted(mnt)
+    finally:
+        for pid in daemon_pids(name, exe=BIN):
+            os.kill(pid, signal.SIGKILL)
+        if is_mounted(mnt):
+            run("umount", "-l", mnt, check=False)
