@@ -38,11 +38,10 @@ namespace {
 constexpr int kExitUsage = 1;
 constexpr int kExitMountFailure = 32;
 
-// The ramdiskfs mounted on `mountpoint` right now (its source), if any: a
-// second daemon on the same directory would stack a mount over a live one.
+// The ramdiskfs mounted on `mountpoint` (absolute, resolved) right now (its
+// source), if any: a second daemon on the same directory would stack a mount
+// over a live one.
 std::optional<std::string> LiveRamdiskfsSource(const std::string& mountpoint) {
-  char resolved[PATH_MAX];
-  if (realpath(mountpoint.c_str(), resolved) == nullptr) return std::nullopt;
   FILE* f = fopen("/proc/self/mountinfo", "re");
   if (f == nullptr) return std::nullopt;
   std::optional<std::string> source;
@@ -53,7 +52,7 @@ std::optional<std::string> LiveRamdiskfsSource(const std::string& mountpoint) {
     std::vector<std::string> fields = absl::StrSplit(absl::StripAsciiWhitespace(line), ' ');
     auto dash = std::find(fields.begin(), fields.end(), "-");
     if (fields.size() < 5 || dash == fields.end() || fields.end() - dash < 3) continue;
-    if (fields[4] == resolved && *(dash + 1) == "fuse.ramdiskfs") source = *(dash + 2);
+    if (fields[4] == mountpoint && *(dash + 1) == "fuse.ramdiskfs") source = *(dash + 2);
   }
   free(line);
   fclose(f);
@@ -148,9 +147,12 @@ int Main(int argc, char** argv) {
   // Absolute from here on: a detached daemon chdir()s to /, and the signal
   // thread's unmount of a relative path would then miss the mount and leave
   // the daemon running after SIGTERM.
-  if (char resolved[PATH_MAX]; realpath(config.mountpoint.c_str(), resolved) != nullptr) {
-    config.mountpoint = resolved;
+  char resolved[PATH_MAX];
+  if (realpath(config.mountpoint.c_str(), resolved) == nullptr) {
+    fprintf(stderr, "ramdiskfs: mountpoint '%s': %s\n", config.mountpoint.c_str(), strerror(errno));
+    return kExitMountFailure;
   }
+  config.mountpoint = resolved;
   if (std::optional<std::string> live = LiveRamdiskfsSource(config.mountpoint)) {
     fprintf(stderr,
             "ramdiskfs: %s is already a ramdiskfs mount (source %s); unmount it first "
