@@ -2,8 +2,10 @@
 """Benchmarks of the volatile write cache (docs/benchmarks.md, "Volatile
 write cache"). Not a test: it prints figures.
 
-    bench/cache_bench.py iops [ROUNDS]   4 KiB randwrite QD1, direct disk, cache
-                                         none vs volatile, interleaved
+    bench/cache_bench.py iops [ROUNDS] [unseen]
+                                         4 KiB randwrite QD1, direct disk, cache
+                                         none vs volatile, interleaved; unseen:
+                                         the cache is engaged after the fill
     bench/cache_bench.py flush           fsync time vs unflushed bytes, 64 MiB
                                          and 4 GiB disks
 
@@ -57,16 +59,22 @@ def fio_iops(path, seconds):
     return json.loads(out)["jobs"][0]["write"]["iops"]
 
 
-def iops(rounds):
+def iops(rounds, unseen):
     # Two 256 MiB direct disks, both filled first (so a first touch copies a
     # real pre-image); the volatile one writes back past 64 MiB, as a drive's
-    # cache would, so it runs in a steady state rather than growing.
+    # cache would, so it runs in a steady state rather than growing. It is
+    # volatile from the start, so the fill went through the cache, as on a
+    # disk made with cache=volatile; `unseen` turns the cache on after the
+    # fill instead (each page's first pre-image is then a pread).
     m = Mount("none:256M:mode=direct", "vol:256M:mode=direct")
     try:
+        if not unseen:
+            m.ctl("vol", "cache", "volatile")
         for disk in ("none", "vol"):
             with open(m.path / disk, "r+b") as f:
                 for _ in range(256):
                     f.write(os.urandom(MiB))
+                os.fsync(f.fileno())
         m.ctl("vol", "cache", "volatile")
         m.ctl("vol", "cache_size", "64M")
         results = {"none": [], "volatile": []}
@@ -117,7 +125,7 @@ def flush():
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     if what == "iops":
-        iops(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+        iops(int(sys.argv[2]) if len(sys.argv) > 2 else 3, "unseen" in sys.argv[3:])
     elif what == "flush":
         flush()
     else:

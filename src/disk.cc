@@ -375,8 +375,7 @@ absl::Status Disk::Flush(int other_opens) {
   if (readonly()) return ReadOnlyError();
   // brd's meaning, not a cache flush: both images (durable and unflushed)
   // are emptied.
-  RDFS_RETURN_IF_ERROR(cache_.BeforeFreeAll());
-  RDFS_RETURN_IF_ERROR(store_->FreeAll());
+  RDFS_RETURN_IF_ERROR(cache_.FreeAll());
   stats_.flushes.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }
@@ -392,8 +391,7 @@ absl::Status Disk::Resize(uint64_t new_size, int other_opens) {
     return ErrnoStatus(EBUSY, absl::StrCat("cannot shrink disk ", name_, " while it is open (",
                                            other_opens, " other opener(s))"));
   }
-  RDFS_RETURN_IF_ERROR(cache_.BeforeResize());  // a resize is a flush point
-  RDFS_RETURN_IF_ERROR(store_->Resize(new_size));
+  RDFS_RETURN_IF_ERROR(cache_.Resize(new_size));  // a resize is a flush point
   Touch();
   return absl::OkStatus();
 }

@@ -8,25 +8,38 @@
 //  3. preimages_[p].seq is the seq of the newest entry that changed p, so
 //     once every entry up to it is durable, S[p] == D[p] and the pre-image
 //     can go.
-//  4. Entries' log data lie in the log in arrival order; bytes below
-//     log_freed_to_ belong to entries already durable, and log_chunks_ hold
-//     [log_base_, log_base_ + chunks * chunk size) with log_base_ <=
-//     log_freed_to_ <= log_end_.
-//  5. Every page in free_pages_ and every pre-image's page lies in a chunk of
+//  4. A data entry is logged (its bytes are in the log at log_offset) or
+//     not; an unlogged entry's bytes are still the store's, because it is
+//     the newest entry to have touched each of its pages: a write or discard
+//     that touches a page first logs the page's newest writer (from the
+//     store) if it is not logged. So of the entries touching a page, all but
+//     the newest are logged. A write that no later write touches before it
+//     is durable (a random write; the last write to a page before a flush)
+//     is never copied.
+//  5. Logged entries' data lie in the log in the order they were logged
+//     (log_seqs_); bytes below log_freed_to_ belong to entries already
+//     durable, and log_chunks_ hold [log_base_, log_base_ + chunks * chunk
+//     size) with log_base_ <= log_freed_to_ <= log_end_.
+//  6. Every page in free_pages_ and every pre-image's page lies in a chunk of
 //     page_chunks_, which the arena has allocated; nothing else of the arena
 //     is touched.
 //
-// The copies are memcpy into the arena (cache_arena.h), so a 4 KiB write
-// that first touches a page costs one syscall more than cache none (the
-// pread of the store page into its pre-image), and a write-back costs none.
+// The copies are memcpy into the arena (cache_arena.h), and a pre-image (or
+// a late log copy) of a page the store is known to hold is a memcpy from a
+// read-only view of the store, so a 4 KiB write costs no syscall more than
+// cache none once the cache has seen its page (the first touch of a page
+// since the cache was engaged is a pread), and a write-back costs none.
 
 #include "ramdiskfs/write_cache.h"
+
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "ramdiskfs/log.h"
 #include "ramdiskfs/size.h"
@@ -38,6 +51,10 @@ namespace {
 constexpr uint64_t kSectorSize = 512;
 constexpr uint64_t kChunk = CacheArena::kChunkBytes;
 constexpr size_t kPagesPerChunk = kChunk / kPageSize;
+// The store's view grows in steps of 1 GiB and covers at most 1 TiB (a
+// pre-image further out is a pread).
+constexpr uint64_t kViewStep = 1ull << 30;
+constexpr uint64_t kMaxViewBytes = 1ull << 40;
 
 // SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and fully specified, so a
 // seed gives the same draws on every machine and build (the standard
@@ -72,6 +89,10 @@ absl::Status PowerOff(const std::string& name) {
 WriteCache::WriteCache(PageStore* store, std::string name)
     : pool_(store->pool()), store_(store), name_(std::move(name)) {}
 
+WriteCache::~WriteCache() {
+  if (view_ != nullptr) munmap(const_cast<char*>(view_), view_bytes_);
+}
+
 void WriteCache::SetStateBit(uint32_t bit, bool on) {
   if (on) {
     state_.fetch_or(bit, std::memory_order_acq_rel);
@@ -94,6 +115,7 @@ absl::Status WriteCache::EnsureFiles() {
 
 absl::Status WriteCache::SetMode(CacheMode mode) {
   std::lock_guard lock(mu_);
+  if (mode != settings_.mode) known_data_.clear();  // nothing tracked the store while off
   if (mode == CacheMode::kVolatile) {
     RDFS_RETURN_IF_ERROR(EnsureFiles());
   } else {
@@ -142,19 +164,69 @@ absl::StatusOr<char*> WriteCache::TakePage() {
 absl::Status WriteCache::Capture(uint64_t page, uint64_t seq) {
   const uint64_t offset = page * kPageSize;
   RDFS_ASSIGN_OR_RETURN(char* data, TakePage());
-  // Straight into the arena page: one pread, no copy back out.
-  absl::StatusOr<size_t> n = store_->Read(offset, data, kPageSize);
-  if (!n.ok()) {
-    free_pages_.push_back(data);
-    return n.status();
+  if (const char* known = ViewOfKnownPage(page)) {
+    // A page of the disk, so the view's bytes past its end (if it is the
+    // last, partial page) read as zeros.
+    std::memcpy(data, known, kPageSize);
+  } else {
+    // Straight into the arena page: one pread, no copy back out.
+    ++preimage_preads_;
+    absl::StatusOr<size_t> n = store_->Read(offset, data, kPageSize);
+    if (!n.ok()) {
+      free_pages_.push_back(data);
+      return n.status();
+    }
+    if (*n < kPageSize) std::memset(data + *n, 0, kPageSize - *n);
   }
-  if (*n < kPageSize) std::memset(data + *n, 0, kPageSize - *n);
   if (AllZero(data, kPageSize)) {
     free_pages_.push_back(data);
     data = nullptr;
   }
   preimages_.emplace(page, Preimage{seq, data});
   return absl::OkStatus();
+}
+
+const char* WriteCache::ViewOfKnownPage(uint64_t page) {
+  const uint64_t word = page / 64;
+  if (word >= known_data_.size() || ((known_data_[word] >> (page % 64)) & 1) == 0) {
+    return nullptr;
+  }
+  const uint64_t end = (page + 1) * kPageSize;
+  if (end > view_bytes_) {
+    const uint64_t want =
+        std::min((std::max(store_->size_bytes(), end) + kViewStep - 1) / kViewStep * kViewStep,
+                 kMaxViewBytes);
+    if (end > want) return nullptr;
+    if (view_ != nullptr) munmap(const_cast<char*>(view_), view_bytes_);
+    view_ = nullptr;
+    view_bytes_ = 0;
+    // Past the file's end the view is only address space: it is read only
+    // at pages the store holds.
+    void* view = mmap(nullptr, want, PROT_READ, MAP_SHARED | MAP_NORESERVE, store_->fd(), 0);
+    if (view == MAP_FAILED) {
+      Log("disk ", name_, ": cannot map the store for the write cache (", std::strerror(errno),
+          "); pre-images are read with pread");
+      known_data_.clear();
+      known_data_.shrink_to_fit();
+      view_failed_ = true;
+      return nullptr;
+    }
+    view_ = static_cast<const char*>(view);
+    view_bytes_ = want;
+  }
+  return view_ + page * kPageSize;
+}
+
+void WriteCache::MarkData(uint64_t first, uint64_t last) {
+  if (view_failed_) return;
+  if (last / 64 >= known_data_.size()) known_data_.resize(last / 64 + 1, 0);
+  for (uint64_t p = first; p <= last; ++p) known_data_[p / 64] |= 1ull << (p % 64);
+}
+
+void WriteCache::ForgetData(uint64_t first, uint64_t last) {
+  last = std::min<uint64_t>(last, known_data_.size() * 64 - 1);
+  if (known_data_.empty() || first > last) return;
+  for (uint64_t p = first; p <= last; ++p) known_data_[p / 64] &= ~(1ull << (p % 64));
 }
 
 void WriteCache::DropPreimage(uint64_t page) {
@@ -170,7 +242,7 @@ void WriteCache::DropCaptured(const std::vector<uint64_t>& pages) {
 
 template <typename Fn>
 void WriteCache::ForEachPreimageIn(uint64_t first, uint64_t last, Fn fn) {
-  std::vector<uint64_t> pages;
+  absl::InlinedVector<uint64_t, 16> pages;
   if (last - first < preimages_.size()) {
     for (uint64_t p = first;; ++p) {
       if (preimages_.contains(p)) pages.push_back(p);
@@ -186,8 +258,8 @@ void WriteCache::ForEachPreimageIn(uint64_t first, uint64_t last, Fn fn) {
 
 // ---- the log ------------------------------------------------------------------------
 
-absl::Status WriteCache::AppendLog(const char* buf, size_t length) {
-  const uint64_t end = log_end_ + length;
+absl::Status WriteCache::AppendLog(uint64_t at, const char* buf, size_t length) {
+  const uint64_t end = at + length;
   const size_t had = log_chunks_.size();
   while (log_base_ + log_chunks_.size() * kChunk < end) {
     absl::StatusOr<uint32_t> chunk = arena_->Take();
@@ -200,14 +272,70 @@ absl::Status WriteCache::AppendLog(const char* buf, size_t length) {
     }
     log_chunks_.push_back(*chunk);
   }
-  for (uint64_t pos = log_end_; pos < end;) {
+  for (uint64_t pos = at; pos < end;) {
     const uint64_t rel = pos - log_base_;
     const uint64_t piece = std::min<uint64_t>(kChunk - rel % kChunk, end - pos);
-    std::memcpy(arena_->data(log_chunks_[rel / kChunk]) + rel % kChunk, buf + (pos - log_end_),
-                piece);
+    std::memcpy(arena_->data(log_chunks_[rel / kChunk]) + rel % kChunk, buf + (pos - at), piece);
     pos += piece;
   }
   return absl::OkStatus();
+}
+
+absl::Status WriteCache::AppendLogFromStore(uint64_t offset, uint64_t length) {
+  // Page by page from the view (the cache wrote these pages, so it knows
+  // them), else through a bounce page.
+  char bounce[kPageSize];
+  absl::Status status;
+  for (uint64_t done = 0; done < length && status.ok();) {
+    const uint64_t pos = offset + done;
+    const uint64_t in_page = pos % kPageSize;
+    const size_t piece =
+        static_cast<size_t>(std::min<uint64_t>(kPageSize - in_page, length - done));
+    const char* src = ViewOfKnownPage(pos / kPageSize);
+    if (src != nullptr) {
+      src += in_page;
+    } else {
+      absl::StatusOr<size_t> n = store_->Read(pos, bounce, piece);
+      if (!n.ok()) {
+        status = n.status();
+        break;
+      }
+      if (*n < piece) std::memset(bounce + *n, 0, piece - *n);
+      src = bounce;
+    }
+    status = AppendLog(log_end_ + done, src, piece);
+    done += piece;
+  }
+  return status;
+}
+
+absl::Status WriteCache::LogEntry(Entry& e) {
+  const uint64_t start = log_end_;
+  if (absl::Status status = AppendLogFromStore(e.offset, e.length); !status.ok()) {
+    // What was appended lies past log_end_: nothing refers to it.
+    if (StatusToErrno(status) == ENOSPC) {
+      return ErrnoStatus(ENOSPC, "no memory left for the write cache's copy");
+    }
+    return status;
+  }
+  e.log_offset = start;
+  e.logged = true;
+  log_end_ = start + e.length;
+  log_seqs_.push_back(e.seq);
+  return absl::OkStatus();
+}
+
+absl::Status WriteCache::LogNewestWritersIn(uint64_t first, uint64_t last) {
+  if (entries_.empty() || preimages_.empty()) return absl::OkStatus();
+  const uint64_t oldest = entries_.front().seq;
+  absl::Status status;
+  ForEachPreimageIn(first, last, [&](uint64_t p) {
+    const uint64_t seq = preimages_[p].seq;
+    if (!status.ok() || seq < oldest || seq - oldest >= entries_.size()) return;
+    Entry& e = entries_[seq - oldest];
+    if (!e.zero && !e.logged) status = LogEntry(e);
+  });
+  return status;
 }
 
 void WriteCache::ReadLog(uint64_t log_offset, char* dst, uint64_t length) const {
@@ -219,28 +347,15 @@ void WriteCache::ReadLog(uint64_t log_offset, char* dst, uint64_t length) const 
   }
 }
 
-absl::Status WriteCache::WriteLogToStore(uint64_t log_offset, uint64_t offset, uint64_t length) {
-  for (uint64_t done = 0; done < length;) {
-    const uint64_t rel = log_offset + done - log_base_;
-    const size_t piece =
-        static_cast<size_t>(std::min<uint64_t>(kChunk - rel % kChunk, length - done));
-    RDFS_ASSIGN_OR_RETURN(
-        size_t w, store_->Write(offset + done,
-                                arena_->data(log_chunks_[rel / kChunk]) + rel % kChunk, piece));
-    if (w != piece) return ErrnoStatus(ENOSPC, "no memory left to replay cached data");
-    done += piece;
+void WriteCache::RetireLog() {
+  // The log is dead up to the oldest logged entry still unflushed.
+  while (!log_seqs_.empty() && (entries_.empty() || log_seqs_.front() < entries_.front().seq)) {
+    log_seqs_.pop_front();
   }
-  return absl::OkStatus();
-}
-
-void WriteCache::RetireLog(uint64_t to, bool free_now) {
-  log_freed_to_ = to;
+  log_freed_to_ =
+      log_seqs_.empty() ? log_end_ : entries_[log_seqs_.front() - entries_.front().seq].log_offset;
   while (!log_chunks_.empty() && log_base_ + kChunk <= log_freed_to_) {
-    if (free_now) {
-      arena_->Free(log_chunks_.front());
-    } else {
-      arena_->Give(log_chunks_.front());  // reused by the next appends: no punch, no fallocate
-    }
+    arena_->Give(log_chunks_.front());  // reused by the next appends: no punch, no fallocate
     log_chunks_.pop_front();
     log_base_ += kChunk;
   }
@@ -270,6 +385,13 @@ absl::StatusOr<size_t> WriteCache::WriteVolatile(uint64_t offset, const char* bu
   const uint64_t first = offset / kPageSize;
   const uint64_t last = (offset + length - 1) / kPageSize;
 
+  // The bytes this write overwrites that the cache still needs go to the
+  // log first (if the cap leaves no room for them, nothing changed), then
+  // each page's pre-image.
+  if (absl::Status status = LogNewestWritersIn(first, last); !status.ok()) {
+    arena_->Trim(IdleChunks());
+    return status;
+  }
   captured_.clear();
   for (uint64_t p = first; p <= last; ++p) {
     if (preimages_.contains(p)) continue;
@@ -280,26 +402,16 @@ absl::StatusOr<size_t> WriteCache::WriteVolatile(uint64_t offset, const char* bu
     }
     captured_.push_back(p);
   }
-  // The log copy first: if the cap leaves no room for it, nothing changed.
-  if (absl::Status status = AppendLog(buf, length); !status.ok()) {
-    DropCaptured(captured_);
-    arena_->Trim(IdleChunks());
-    if (StatusToErrno(status) == ENOSPC) {
-      return ErrnoStatus(ENOSPC, "no memory left for the write cache's copy");
-    }
-    return status;
-  }
   absl::StatusOr<size_t> n = store_->Write(offset, buf, length);
   if (!n.ok()) {
-    // The appended bytes lie past log_end_: nothing refers to them.
     DropCaptured(captured_);
     return n.status();
   }
   const uint64_t last_written = (offset + *n - 1) / kPageSize;
   for (uint64_t p = first; p <= last_written; ++p) preimages_[p].seq = seq;
-  entries_.push_back({seq, offset, *n, log_end_, false});
+  MarkData(first, last_written);
+  entries_.push_back({.seq = seq, .offset = offset, .length = *n});  // unlogged: in the store
   ++next_seq_;
-  log_end_ += length;
   unflushed_bytes_ += *n;
   if (fua) {
     stats_.flushes_received.fetch_add(1, std::memory_order_relaxed);
@@ -325,6 +437,11 @@ absl::Status WriteCache::DiscardVolatile(uint64_t offset, uint64_t length) {
   length = std::min<uint64_t>(length, size - offset);
   const uint64_t seq = next_seq_;
   const uint64_t end = offset + length;
+  if (absl::Status status = LogNewestWritersIn(offset / kPageSize, (end - 1) / kPageSize);
+      !status.ok()) {
+    arena_->Trim(IdleChunks());
+    return status;
+  }
   // Only pages holding data change (zeroing a hole changes nothing), so only
   // they need a pre-image: a discard of a fresh disk (mkfs) captures nothing.
   captured_.clear();
@@ -344,13 +461,16 @@ absl::Status WriteCache::DiscardVolatile(uint64_t offset, uint64_t length) {
     }
     pos = std::max(data_end, *data + 1);
   }
+  // A punch frees whole pages (and may split a huge one): none of the range
+  // is known to be held any more.
+  ForgetData(offset / kPageSize, (end - 1) / kPageSize);
   if (absl::Status status = store_->Discard(offset, length); !status.ok()) {
     DropCaptured(captured_);
     return status;
   }
   ForEachPreimageIn(offset / kPageSize, (end - 1) / kPageSize,
                     [&](uint64_t p) { preimages_[p].seq = seq; });
-  entries_.push_back({seq, offset, length, 0, true});
+  entries_.push_back({.seq = seq, .offset = offset, .length = length, .zero = true});
   ++next_seq_;
   return absl::OkStatus();
 }
@@ -368,20 +488,24 @@ absl::Status WriteCache::Flush() {
   return absl::OkStatus();
 }
 
-absl::Status WriteCache::BeforeResize() {
-  if (!engaged()) return absl::OkStatus();
+absl::Status WriteCache::Resize(uint64_t new_size) {
   std::lock_guard lock(mu_);
-  if (!powered()) return PowerOff(name_);
-  Clear(/*durable=*/true);
-  return absl::OkStatus();
+  if (engaged()) {
+    if (!powered()) return PowerOff(name_);
+    Clear(/*durable=*/true);
+  }
+  known_data_.clear();
+  return store_->Resize(new_size);
 }
 
-absl::Status WriteCache::BeforeFreeAll() {
-  if (!engaged()) return absl::OkStatus();
+absl::Status WriteCache::FreeAll() {
   std::lock_guard lock(mu_);
-  if (!powered()) return PowerOff(name_);
-  Clear(/*durable=*/false);
-  return absl::OkStatus();
+  if (engaged()) {
+    if (!powered()) return PowerOff(name_);
+    Clear(/*durable=*/false);
+  }
+  known_data_.clear();
+  return store_->FreeAll();
 }
 
 // ---- durability -------------------------------------------------------------------
@@ -403,6 +527,7 @@ void WriteCache::Clear(bool durable, bool keep_idle) {
   page_chunks_.clear();
   free_pages_.clear();
   log_chunks_.clear();
+  log_seqs_.clear();
   entries_.clear();
   preimages_.clear();
   log_base_ = 0;
@@ -425,7 +550,8 @@ absl::Status WriteCache::WriteBackOldest() {
   // D += e. Every page e wrote still has a pre-image (invariant 3 keeps it
   // until e is durable). A page no later entry changed is now S[p] == D[p]:
   // its pre-image is dropped without taking e's bytes first. Only a page a
-  // later entry changed keeps its pre-image, and takes e's bytes.
+  // later entry changed keeps its pre-image, and takes e's bytes, which are
+  // in the log (invariant 4: that later entry logged e).
   absl::Status status;
   ForEachPreimageIn(e.offset / kPageSize, (end - 1) / kPageSize, [&](uint64_t p) {
     Preimage& pre = preimages_[p];
@@ -434,6 +560,10 @@ absl::Status WriteCache::WriteBackOldest() {
       return;
     }
     if (!status.ok()) return;
+    if (!e.zero && !e.logged) {
+      status = absl::InternalError("write-back of an unlogged entry a later one overwrote");
+      return;
+    }
     const uint64_t page_start = p * kPageSize;
     const uint64_t lo = std::max(e.offset, page_start);
     const uint64_t hi = std::min(end, page_start + kPageSize);
@@ -459,11 +589,9 @@ absl::Status WriteCache::WriteBackOldest() {
     ReadLog(e.log_offset + (lo - e.offset), pre.data + (lo - page_start), hi - lo);
   });
   RDFS_RETURN_IF_ERROR(status);
-  if (!e.zero) {
-    RetireLog(e.log_offset + e.length, /*free_now=*/false);
-    unflushed_bytes_ -= e.length;
-  }
+  if (!e.zero) unflushed_bytes_ -= e.length;
   entries_.pop_front();
+  RetireLog();
   stats_.writes_made_durable.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }
@@ -507,38 +635,24 @@ uint64_t WriteCache::cut_at_flush() const {
   return cut_at_flush_;
 }
 
-absl::Status WriteCache::Replay(const Entry& e, uint64_t sector_offset, uint64_t sector_length) {
-  if (e.zero) return store_->Discard(e.offset + sector_offset, sector_length);
-  return WriteLogToStore(e.log_offset + sector_offset, e.offset + sector_offset, sector_length);
-}
-
 absl::Status WriteCache::Cut() {
   absl::Status first_error;
   auto note = [&first_error](absl::Status status) {
     if (!status.ok() && first_error.ok()) first_error = std::move(status);
   };
   last_cut_.clear();
+  known_data_.clear();  // the rebuild writes and punches pages
   if (entries_.empty() && preimages_.empty()) return absl::OkStatus();
 
-  // 1. Back to the durable image. Each pre-image page is freed as soon as it
-  // is back, so the rebuild needs at most a page more than the cache held
-  // (the arena frees those chunks, rather than keeping them, at the end).
-  const uint64_t size = store_->size_bytes();
-  for (const auto& [p, pre] : preimages_) {
-    const uint64_t offset = p * kPageSize;
-    if (offset >= size) continue;
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(kPageSize, size - offset));
-    if (pre.data == nullptr) {
-      note(store_->Discard(offset, n));
-      continue;
-    }
-    absl::StatusOr<size_t> w = store_->Write(offset, pre.data, n);
-    note(w.ok() ? (*w == n ? absl::OkStatus() : ErrnoStatus(ENOSPC, "short restore")) : w.status());
-    arena_->DiscardPage(pre.data);
-  }
-
-  // 2. The policy's survivors, replayed in arrival order. The draws are made
-  // in this exact order (docs/crashtest.md), so a seed replays exactly.
+  // 1. The policy's survivors: the bytes of each entry that are kept, as
+  // pieces in arrival order. The draws are made in this exact order
+  // (docs/crashtest.md), so a seed replays exactly.
+  struct Piece {
+    size_t entry;    // index in entries_
+    uint64_t start;  // offset in the disk
+    uint64_t end;
+  };
+  std::vector<Piece> pieces;
   Draws draws(settings_.seed);
   const PowercutPolicy policy = settings_.policy;
   const uint64_t count = entries_.size();
@@ -546,6 +660,7 @@ absl::Status WriteCache::Cut() {
   last_cut_.reserve(count);
   for (uint64_t i = 0; i < count; ++i) {
     const Entry& e = entries_[i];
+    const uint64_t end = e.offset + e.length;
     WriteFate fate = WriteFate::kLost;
     switch (policy) {
       case PowercutPolicy::kAllLost:
@@ -558,34 +673,89 @@ absl::Status WriteCache::Cut() {
         break;
       case PowercutPolicy::kTorn: {
         // One coin per 512-byte disk sector the entry touches; runs of kept
-        // sectors are replayed as one piece.
+        // sectors are one piece.
         uint64_t kept = 0, sectors = 0;
-        uint64_t run_start = 0, run_length = 0;
-        const uint64_t end = e.offset + e.length;
+        uint64_t run_start = 0, run_end = 0;
         for (uint64_t s = e.offset / kSectorSize * kSectorSize; s < end; s += kSectorSize) {
           const uint64_t lo = std::max(s, e.offset);
           const uint64_t hi = std::min(s + kSectorSize, end);
           ++sectors;
           if (draws.Coin()) {
             ++kept;
-            if (run_length == 0) run_start = lo - e.offset;
-            run_length += hi - lo;
-          } else if (run_length > 0) {
-            note(Replay(e, run_start, run_length));
-            run_length = 0;
+            if (run_end == 0) run_start = lo;
+            run_end = hi;
+          } else if (run_end != 0) {
+            pieces.push_back({i, run_start, run_end});
+            run_end = 0;
           }
         }
-        if (run_length > 0) note(Replay(e, run_start, run_length));
+        if (run_end != 0) pieces.push_back({i, run_start, run_end});
         fate =
             kept == sectors ? WriteFate::kKept : (kept == 0 ? WriteFate::kLost : WriteFate::kTorn);
         break;
       }
     }
     if (fate == WriteFate::kKept && policy != PowercutPolicy::kTorn) {
-      note(Replay(e, 0, e.length));
+      pieces.push_back({i, e.offset, end});
     }
     last_cut_.push_back({i, e.offset, e.length, fate});
-    if (!e.zero) RetireLog(e.log_offset + e.length, /*free_now=*/true);  // free it as we go
+  }
+
+  // 2. The post-cut image, page by page: every page an unflushed entry
+  // touched has a pre-image (D[p]); its post-cut bytes are D[p] with the
+  // kept pieces over it applied in arrival order, built in the pre-image's
+  // own arena page and written once. A logged entry's bytes come from the
+  // log; an unlogged one's are still the store's page (invariant 4), read
+  // before the page is written. Each pre-image page is freed as soon as its
+  // page is written, so the rebuild needs at most a page more than the cache
+  // held (the arena frees those chunks, rather than keeping them, at the end).
+  absl::flat_hash_map<uint64_t, absl::InlinedVector<uint32_t, 2>> pieces_of;
+  for (uint32_t k = 0; k < pieces.size(); ++k) {
+    for (uint64_t p = pieces[k].start / kPageSize; p <= (pieces[k].end - 1) / kPageSize; ++p) {
+      pieces_of[p].push_back(k);
+    }
+  }
+  const uint64_t size = store_->size_bytes();
+  std::vector<char> zeros(kPageSize), newest(kPageSize);
+  for (const auto& [p, pre] : preimages_) {
+    const uint64_t offset = p * kPageSize;
+    if (offset >= size) continue;
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kPageSize, size - offset));
+    char* page = pre.data;
+    if (page == nullptr) {
+      std::fill(zeros.begin(), zeros.end(), 0);
+      page = zeros.data();
+    }
+    bool have_newest = false;
+    if (auto it = pieces_of.find(p); it != pieces_of.end()) {
+      for (uint32_t k : it->second) {
+        const Piece& piece = pieces[k];
+        const Entry& e = entries_[piece.entry];
+        const uint64_t lo = std::max(piece.start, offset);
+        const uint64_t hi = std::min(piece.end, offset + kPageSize);
+        if (e.zero) {
+          std::memset(page + (lo - offset), 0, hi - lo);
+        } else if (e.logged) {
+          ReadLog(e.log_offset + (lo - e.offset), page + (lo - offset), hi - lo);
+        } else {
+          if (!have_newest) {
+            absl::StatusOr<size_t> got = store_->Read(offset, newest.data(), n);
+            note(got.status());
+            if (!got.ok()) break;
+            have_newest = true;
+          }
+          std::memcpy(page + (lo - offset), newest.data() + (lo - offset), hi - lo);
+        }
+      }
+    }
+    if (AllZero(page, n)) {
+      note(store_->Discard(offset, n));
+    } else {
+      absl::StatusOr<size_t> w = store_->Write(offset, page, n);
+      note(w.ok() ? (*w == n ? absl::OkStatus() : ErrnoStatus(ENOSPC, "short restore"))
+                  : w.status());
+    }
+    if (pre.data != nullptr) arena_->DiscardPage(pre.data);
   }
   Clear(/*durable=*/false);
   if (!first_error.ok()) {
@@ -610,6 +780,11 @@ WriteCache::Unflushed WriteCache::unflushed() const {
 uint64_t WriteCache::preimage_pages() const {
   std::lock_guard lock(mu_);
   return preimages_.size();
+}
+
+uint64_t WriteCache::preimage_preads() const {
+  std::lock_guard lock(mu_);
+  return preimage_preads_;
 }
 
 uint64_t WriteCache::allocated_bytes() const {

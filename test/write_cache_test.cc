@@ -139,7 +139,8 @@ TEST_P(WriteCacheTest, PowerOffFailsEveryIoWithEio) {
   EXPECT_EQ(StatusToErrno(cache_->Write(0, "y", 1, false).status()), EIO);
   EXPECT_EQ(StatusToErrno(cache_->Discard(0, 512)), EIO);
   EXPECT_EQ(StatusToErrno(cache_->Flush()), EIO);
-  EXPECT_EQ(StatusToErrno(cache_->BeforeResize()), EIO);
+  EXPECT_EQ(StatusToErrno(cache_->Resize(store_->size_bytes())), EIO);
+  EXPECT_EQ(StatusToErrno(cache_->FreeAll()), EIO);
   EXPECT_TRUE(cache_->SetPower(false).ok());  // already off: no second cut
   EXPECT_EQ(cache_->stats().powercuts.load(), 1u);
   ASSERT_TRUE(cache_->SetPower(true).ok());
@@ -215,16 +216,78 @@ TEST_P(WriteCacheTest, CacheModeNoneMakesEverythingDurable) {
   EXPECT_EQ(Get(0, 4), "keep");
 }
 
-TEST_P(WriteCacheTest, BeforeFreeAllForgetsAndBeforeResizeKeeps) {
+TEST_P(WriteCacheTest, FreeAllForgetsAndResizeKeeps) {
   Volatile();
   Put(0, "r");
-  ASSERT_TRUE(cache_->BeforeResize().ok());
+  ASSERT_TRUE(cache_->Resize(store_->size_bytes()).ok());
   EXPECT_EQ(cache_->unflushed().writes, 0u);
   Put(0, "s");
-  ASSERT_TRUE(cache_->BeforeFreeAll().ok());
-  ASSERT_TRUE(store_->FreeAll().ok());
+  ASSERT_TRUE(cache_->FreeAll().ok());
   Cut();
   EXPECT_EQ(Get(0, 1), std::string(1, '\0'));
+}
+
+// ---- the store's view ----------------------------------------------------------------
+
+TEST_P(WriteCacheTest, PreimagesOfPagesTheCacheWroteAreCopiedFromTheView) {
+  Volatile();
+  Put(0, std::string(4096, 'a'), /*fua=*/true);
+  EXPECT_EQ(cache_->preimage_preads(), 1u);  // a page it had not seen: pread
+  Put(100, "bb");
+  EXPECT_EQ(cache_->preimage_preads(), 1u);  // it wrote page 0: the view
+  Cut();
+  EXPECT_EQ(Get(0, 4096), std::string(4096, 'a'));
+  Put(0, "c", /*fua=*/true);  // a cut rebuilds the store: nothing is known
+  EXPECT_EQ(cache_->preimage_preads(), 2u);
+}
+
+TEST_P(WriteCacheTest, DiscardResizeAndModeChangeForgetWhatTheStoreHeld) {
+  Volatile();
+  Put(0, std::string(8192, 'a'), /*fua=*/true);
+  ASSERT_TRUE(cache_->Discard(0, 4096).ok());
+  ASSERT_TRUE(cache_->Flush().ok());
+  uint64_t preads = cache_->preimage_preads();
+  Put(0, "x");  // page 0 is a hole now: pread, not the view
+  EXPECT_EQ(cache_->preimage_preads(), ++preads);
+  Put(4096 + 7, "y");  // page 1 still held: the view
+  EXPECT_EQ(cache_->preimage_preads(), preads);
+  Cut();
+  EXPECT_EQ(Get(0, 4096), std::string(4096, '\0'));
+  EXPECT_EQ(Get(4096, 4096), std::string(4096, 'a'));
+
+  const uint64_t size = store_->size_bytes();
+  Put(8192, "z", /*fua=*/true);
+  ASSERT_TRUE(cache_->Resize(4096).ok());
+  ASSERT_TRUE(cache_->Resize(size).ok());
+  preads = cache_->preimage_preads();
+  Put(8192, "w");  // freed by the shrink: pread
+  EXPECT_EQ(cache_->preimage_preads(), ++preads);
+  ASSERT_TRUE(cache_->Flush().ok());
+  ASSERT_TRUE(cache_->SetMode(CacheMode::kNone).ok());
+  ASSERT_TRUE(store_->Discard(8192, 4096).ok());  // unseen by the cache
+  Volatile();
+  Put(8192, "v");
+  EXPECT_EQ(cache_->preimage_preads(), ++preads);
+  Cut();
+  EXPECT_EQ(Get(8192, 4096), std::string(4096, '\0'));
+}
+
+TEST_P(WriteCacheTest, ViewGrowsWithTheDiskAndReadsAPartialLastPage) {
+  Make(64 * kMiB, 4 * kMiB + 512);
+  Volatile();
+  Put(4 * kMiB, std::string(512, 'p'), /*fua=*/true);
+  Put(4 * kMiB + 1, "x");
+  EXPECT_EQ(cache_->preimage_preads(), 1u);
+  Cut();
+  EXPECT_EQ(Get(4 * kMiB, 512), std::string(512, 'p'));
+
+  const uint64_t far = 2560 * kMiB;  // past the first GiB-sized view
+  ASSERT_TRUE(cache_->Resize(3072 * kMiB).ok());
+  Put(far, std::string(4096, 'q'), /*fua=*/true);
+  Put(far + 10, "r");
+  EXPECT_EQ(cache_->preimage_preads(), 2u);
+  Cut();
+  EXPECT_EQ(Get(far, 4096), std::string(4096, 'q'));
 }
 
 // ---- policies ---------------------------------------------------------------------
@@ -340,6 +403,67 @@ TEST_P(WriteCacheTest, TornTearsSectorsInsideOneWrite) {
   EXPECT_GT(lost, 20);
 }
 
+// Over a durable image with data in it, random unaligned writes and
+// discards, some overlapping, some written back (cache_size): whichever
+// entries were copied to the log and whichever are still only the store's,
+// the post-cut image is the durable one plus exactly the kept entries in
+// order, for random and prefix.
+TEST_P(WriteCacheTest, CutImageIsTheDurableOnePlusTheKeptEntries) {
+  for (uint64_t seed = 0; seed < 12; ++seed) {
+    for (PowercutPolicy policy : {PowercutPolicy::kRandom, PowercutPolicy::kPrefix}) {
+      Make(64 * kMiB, 512 * 1024);
+      Volatile(policy, seed);
+      ASSERT_TRUE(cache_->SetCacheSize(seed % 2 == 0 ? 0 : 96 * 1024).ok());
+      std::mt19937_64 rng(seed * 31 + static_cast<uint64_t>(policy));
+      const uint64_t size = store_->size_bytes();
+      std::string base(size, '\0');
+      for (uint64_t off = 0; off < size; off += 4096) {
+        if (rng() % 3 == 0) continue;  // leave some holes
+        base.replace(off, 4096, std::string(4096, static_cast<char>('A' + rng() % 26)));
+        Put(off, base.substr(off, 4096));
+      }
+      ASSERT_TRUE(cache_->Flush().ok());
+      struct Op {
+        uint64_t offset;
+        std::string data;  // empty: a discard of `length`
+        uint64_t length;
+      };
+      std::vector<Op> ops;
+      for (int i = 0; i < 120; ++i) {
+        // Half the ops in the first 64 KiB, so pages are rewritten often.
+        const uint64_t span = rng() % 2 == 0 ? 64 * 1024 : size - 1;
+        const uint64_t offset = rng() % span;
+        const uint64_t length = std::min<uint64_t>(1 + rng() % 9000, size - offset);
+        if (rng() % 10 == 0) {
+          ASSERT_TRUE(cache_->Discard(offset, length).ok());
+          ops.push_back({offset, "", length});
+        } else {
+          std::string data(length, static_cast<char>('a' + i % 26));
+          Put(offset, data);
+          ops.push_back({offset, data, length});
+        }
+      }
+      auto apply = [](std::string& image, const Op& op) {
+        image.replace(op.offset, op.length,
+                      op.data.empty() ? std::string(op.length, '\0') : op.data);
+      };
+      const size_t unflushed = cache_->unflushed().writes;
+      std::string model = base;
+      for (size_t i = 0; i < ops.size() - unflushed; ++i) apply(model, ops[i]);
+      ASSERT_TRUE(cache_->SetPower(false).ok());
+      const auto records = cache_->last_cut();
+      ASSERT_EQ(records.size(), unflushed);
+      for (size_t i = 0; i < unflushed; ++i) {
+        const Op& op = ops[ops.size() - unflushed + i];
+        ASSERT_EQ(records[i].offset, op.offset);
+        if (records[i].fate == WriteFate::kKept) apply(model, op);
+      }
+      ASSERT_TRUE(cache_->SetPower(true).ok());
+      ASSERT_EQ(Image(), model) << "seed " << seed << " policy " << static_cast<int>(policy);
+    }
+  }
+}
+
 TEST_P(WriteCacheTest, LaterWritesOverEarlierOnesReplayInOrder) {
   // random with overlapping writes: the image is the durable one plus the
   // kept writes applied in order, computed here independently.
@@ -448,6 +572,9 @@ TEST_P(WriteCacheTest, WriteBackKeepsTheDurableImageExact) {
 TEST_P(WriteCacheTest, FlushKeepsOnlyASmallReserveAndCacheNoneFreesAll) {
   Make(64 * kMiB, 16 * kMiB);
   Volatile();
+  // Pages holding data, so that each rewrite keeps a real pre-image.
+  for (int i = 0; i < 1000; ++i) Put(static_cast<uint64_t>(i) * 4096, std::string(4096, 'e'));
+  ASSERT_TRUE(cache_->Flush().ok());
   for (int i = 0; i < 1000; ++i) Put(static_cast<uint64_t>(i) * 4096, std::string(4096, 'f'));
   EXPECT_GE(cache_->allocated_bytes(), 1000 * 4096u);
   ASSERT_TRUE(cache_->Flush().ok());

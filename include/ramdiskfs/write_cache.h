@@ -73,6 +73,7 @@ class WriteCache {
   // store's pool. The store must outlive the cache. `name` labels the cache's files. Starts as
   // cache none, powered, all_lost, seed 0; no file is made until the first volatile use.
   WriteCache(PageStore* store, std::string name);
+  ~WriteCache();
   WriteCache(const WriteCache&) = delete;
   WriteCache& operator=(const WriteCache&) = delete;
 
@@ -127,21 +128,25 @@ class WriteCache {
   absl::Status Discard(uint64_t offset, uint64_t length);
   // FUSE_FSYNC: everything unflushed becomes durable. EIO with power off.
   absl::Status Flush();
-  // BeforeResize: everything becomes durable (a resize is a flush point).
-  // BeforeFreeAll (BLKFLSBUF): the cache forgets everything, because FreeAll
-  // empties the newest and the durable image alike. Both: EIO with the
-  // power off.
-  absl::Status BeforeResize();
-  absl::Status BeforeFreeAll();
+  // The store's Resize and FreeAll, done under the cache's lock so that no
+  // write of the cache's runs beside them. Engaged, a resize is a flush point
+  // (everything becomes durable first) and a FreeAll (BLKFLSBUF) makes the
+  // cache forget everything, because it empties the newest and the durable
+  // image alike; both fail with EIO with the power off. Errors: the store's.
+  absl::Status Resize(uint64_t new_size);
+  absl::Status FreeAll();
 
   // --- inspection --------------------------------------------------------------
   struct Unflushed {
     uint64_t writes = 0;
-    uint64_t bytes = 0;  // data bytes held (a discard entry holds none)
+    uint64_t bytes = 0;  // data bytes not yet durable (a discard entry has none)
   };
   Unflushed unflushed() const;
   // Pages with a pre-image now.
   uint64_t preimage_pages() const;
+  // Pre-images read with pread so far (the rest were copied from the view of
+  // pages the cache knew the store held), for tests.
+  uint64_t preimage_preads() const;
   // RAM held by the cache's arena file (pre-images, log, idle chunks).
   uint64_t allocated_bytes() const;
   const WriteCacheStats& stats() const { return stats_; }
@@ -159,8 +164,9 @@ class WriteCache {
     uint64_t seq = 0;
     uint64_t offset = 0;
     uint64_t length = 0;
-    uint64_t log_offset = 0;  // where the data is in the log
+    uint64_t log_offset = 0;  // where the data is in the log, once logged
     bool zero = false;        // a discard/zero-range: no data, writes zeros
+    bool logged = false;      // false: the data is the store's (see write_cache.cc)
   };
   struct Preimage {
     uint64_t seq = 0;      // the newest entry that changed the page
@@ -179,6 +185,13 @@ class WriteCache {
   // Copies page `page` of the store into an arena page (none if all zeros)
   // and records it with `seq`.
   absl::Status Capture(uint64_t page, uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The store page `page` through view_ if the store is known to hold it
+  // (so reading it through the mapping cannot allocate it, or raise SIGBUS
+  // on a tmpfs at its cap); nullptr otherwise (read it with pread).
+  const char* ViewOfKnownPage(uint64_t page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // known_data_: pages [first, last] are allocated in the store / may not be.
+  void MarkData(uint64_t first, uint64_t last) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ForgetData(uint64_t first, uint64_t last) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropCaptured(const std::vector<uint64_t>& pages) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops page `page`'s pre-image (its arena page goes back to the free pages).
   void DropPreimage(uint64_t page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -189,19 +202,28 @@ class WriteCache {
   absl::StatusOr<size_t> WriteVolatile(uint64_t offset, const char* buf, size_t length, bool fua)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DiscardVolatile(uint64_t offset, uint64_t length) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Appends `length` bytes at log_end_ (taking arena chunks as needed).
-  // ENOSPC: nothing changed.
-  absl::Status AppendLog(const char* buf, size_t length) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Copies `length` bytes to log offset `at` (>= log_end_; taking arena
+  // chunks as needed). ENOSPC: nothing refers to what was copied.
+  absl::Status AppendLog(uint64_t at, const char* buf, size_t length)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The log's bytes at [log_offset, +length) into `dst` / into the store at
   // `offset`.
   void ReadLog(uint64_t log_offset, char* dst, uint64_t length) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status WriteLogToStore(uint64_t log_offset, uint64_t offset, uint64_t length)
+  // Appends the store's bytes at [offset, +length) (the view's where known).
+  absl::Status AppendLogFromStore(uint64_t offset, uint64_t length)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Copies the unlogged entry `e`'s bytes from the store into the log.
+  // ENOSPC: nothing changed.
+  absl::Status LogEntry(Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Logs the newest writer of every page in [first, last] that is not
+  // logged: what a write or discard there must do before it changes the
+  // store. ENOSPC: the entries logged so far stay logged (still consistent).
+  absl::Status LogNewestWritersIn(uint64_t first, uint64_t last) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteBackOldest() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Marks the log up to `to` dead; its whole chunks go back to the arena
-  // (freed at once when `free_now`, else kept for reuse).
-  void RetireLog(uint64_t to, bool free_now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the log dead up to the oldest logged entry still unflushed; its
+  // whole chunks before that go back to the arena (kept for reuse).
+  void RetireLog() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status EnforceCacheSize() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Forgets every entry and pre-image; `durable` counts them as made durable.
   // The arena keeps IdleChunks() chunks (none unless `keep_idle`).
@@ -211,10 +233,6 @@ class WriteCache {
   absl::Status CutNow() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Counts one arriving flush against the armed cut; true if it fired.
   bool ArmedCutFires() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Applies entry `e` (or only the sectors `keep` says, for a torn entry) to
-  // the store.
-  absl::Status Replay(const Entry& e, uint64_t sector_offset, uint64_t sector_length)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   MemoryPool* const pool_;
   PageStore* const store_;
@@ -235,6 +253,7 @@ class WriteCache {
   std::deque<uint32_t> log_chunks_ ABSL_GUARDED_BY(mu_);
   uint64_t log_base_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<Entry> entries_ ABSL_GUARDED_BY(mu_);
+  std::deque<uint64_t> log_seqs_ ABSL_GUARDED_BY(mu_);  // logged entries, in log order
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t log_end_ ABSL_GUARDED_BY(mu_) = 0;       // next append offset
   uint64_t log_freed_to_ ABSL_GUARDED_BY(mu_) = 0;  // log bytes before this are dead
@@ -243,6 +262,17 @@ class WriteCache {
   absl::Status last_cut_error_ ABSL_GUARDED_BY(mu_);
   std::vector<PowercutRecord> last_cut_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> captured_ ABSL_GUARDED_BY(mu_);
+  // A read-only MAP_SHARED view of the store's first view_bytes_ (made at the
+  // first volatile use, grown with the disk), and a bitmap of the pages the
+  // store is known to hold: set by the cache's own writes, cleared by its
+  // discards and by anything else that may free store pages (a mode change,
+  // a cut, a resize, FreeAll). A pre-image of a known page is a memcpy from
+  // the view instead of a pread.
+  const char* view_ ABSL_GUARDED_BY(mu_) = nullptr;
+  uint64_t view_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool view_failed_ ABSL_GUARDED_BY(mu_) = false;  // mmap failed: no view, no bitmap
+  uint64_t preimage_preads_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<uint64_t> known_data_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ramdiskfs
