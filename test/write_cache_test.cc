@@ -27,6 +27,17 @@ namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
 
+// One write or discard of a random sequence, for comparing against a model.
+struct CacheOp {
+  uint64_t offset;
+  std::string data;  // empty: a discard of `length`
+  uint64_t length;
+};
+
+void ApplyOp(std::string& image, const CacheOp& op) {
+  image.replace(op.offset, op.length, op.data.empty() ? std::string(op.length, '\0') : op.data);
+}
+
 class WriteCacheTest : public ::testing::TestWithParam<StoreKind> {
  protected:
   void SetUp() override { Make(64 * kMiB, 4 * kMiB); }
@@ -61,6 +72,18 @@ class WriteCacheTest : public ::testing::TestWithParam<StoreKind> {
   void Cut() {
     ASSERT_TRUE(cache_->SetPower(false).ok());
     ASSERT_TRUE(cache_->SetPower(true).ok());
+  }
+  // A discard when `discard`, else a write of `length` bytes of `fill`,
+  // through the cache, recorded in `ops`.
+  void DoOp(std::vector<CacheOp>& ops, uint64_t offset, uint64_t length, bool discard, char fill) {
+    if (discard) {
+      ASSERT_TRUE(cache_->Discard(offset, length).ok());
+      ops.push_back({offset, "", length});
+    } else {
+      std::string data(length, fill);
+      Put(offset, data);
+      ops.push_back({offset, data, length});
+    }
   }
   // A whole-disk copy, for comparing images.
   std::string Image() { return Get(0, store_->size_bytes()); }
@@ -423,40 +446,24 @@ TEST_P(WriteCacheTest, CutImageIsTheDurableOnePlusTheKeptEntries) {
         Put(off, base.substr(off, 4096));
       }
       ASSERT_TRUE(cache_->Flush().ok());
-      struct Op {
-        uint64_t offset;
-        std::string data;  // empty: a discard of `length`
-        uint64_t length;
-      };
-      std::vector<Op> ops;
+      std::vector<CacheOp> ops;
       for (int i = 0; i < 120; ++i) {
         // Half the ops in the first 64 KiB, so pages are rewritten often.
         const uint64_t span = rng() % 2 == 0 ? 64 * 1024 : size - 1;
         const uint64_t offset = rng() % span;
         const uint64_t length = std::min<uint64_t>(1 + rng() % 9000, size - offset);
-        if (rng() % 10 == 0) {
-          ASSERT_TRUE(cache_->Discard(offset, length).ok());
-          ops.push_back({offset, "", length});
-        } else {
-          std::string data(length, static_cast<char>('a' + i % 26));
-          Put(offset, data);
-          ops.push_back({offset, data, length});
-        }
+        DoOp(ops, offset, length, rng() % 10 == 0, static_cast<char>('a' + i % 26));
       }
-      auto apply = [](std::string& image, const Op& op) {
-        image.replace(op.offset, op.length,
-                      op.data.empty() ? std::string(op.length, '\0') : op.data);
-      };
       const size_t unflushed = cache_->unflushed().writes;
       std::string model = base;
-      for (size_t i = 0; i < ops.size() - unflushed; ++i) apply(model, ops[i]);
+      for (size_t i = 0; i < ops.size() - unflushed; ++i) ApplyOp(model, ops[i]);
       ASSERT_TRUE(cache_->SetPower(false).ok());
       const auto records = cache_->last_cut();
       ASSERT_EQ(records.size(), unflushed);
       for (size_t i = 0; i < unflushed; ++i) {
-        const Op& op = ops[ops.size() - unflushed + i];
+        const CacheOp& op = ops[ops.size() - unflushed + i];
         ASSERT_EQ(records[i].offset, op.offset);
-        if (records[i].fate == WriteFate::kKept) apply(model, op);
+        if (records[i].fate == WriteFate::kKept) ApplyOp(model, op);
       }
       ASSERT_TRUE(cache_->SetPower(true).ok());
       ASSERT_EQ(Image(), model) << "seed " << seed << " policy " << static_cast<int>(policy);
@@ -526,38 +533,19 @@ TEST_P(WriteCacheTest, WriteBackKeepsTheDurableImageExact) {
   Make(64 * kMiB, 256 * 1024);
   Volatile();
   ASSERT_TRUE(cache_->SetCacheSize(24 * 1024).ok());
-  struct Op {
-    uint64_t offset;
-    std::string data;  // empty: a discard of `length`
-    uint64_t length;
-  };
-  std::vector<Op> ops;
+  std::vector<CacheOp> ops;
   std::mt19937_64 rng(7);
   const uint64_t size = store_->size_bytes();
   auto durable_model = [&] {
     std::string d(size, '\0');
     const size_t applied = ops.size() - cache_->unflushed().writes;
-    for (size_t i = 0; i < applied; ++i) {
-      const Op& op = ops[i];
-      if (op.data.empty()) {
-        d.replace(op.offset, op.length, std::string(op.length, '\0'));
-      } else {
-        d.replace(op.offset, op.data.size(), op.data);
-      }
-    }
+    for (size_t i = 0; i < applied; ++i) ApplyOp(d, ops[i]);
     return d;
   };
   for (int i = 0; i < 600; ++i) {
     const uint64_t offset = rng() % (size - 1);
     const uint64_t length = std::min<uint64_t>(1 + rng() % 12000, size - offset);
-    if (rng() % 8 == 0) {
-      ASSERT_TRUE(cache_->Discard(offset, length).ok());
-      ops.push_back({offset, "", length});
-    } else {
-      std::string data(length, static_cast<char>('a' + i % 26));
-      Put(offset, data);
-      ops.push_back({offset, data, length});
-    }
+    DoOp(ops, offset, length, rng() % 8 == 0, static_cast<char>('a' + i % 26));
     if (i % 50 == 49) {
       auto d = cache_->ReadDurable(0, size);
       ASSERT_TRUE(d.ok()) << d.status();
