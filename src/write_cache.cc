@@ -229,6 +229,19 @@ void WriteCache::ForgetData(uint64_t first, uint64_t last) {
   for (uint64_t p = first; p <= last; ++p) known_data_[p / 64] &= ~(1ull << (p % 64));
 }
 
+absl::Status WriteCache::CaptureRange(uint64_t first, uint64_t last, uint64_t seq) {
+  for (uint64_t p = first; p <= last; ++p) {
+    if (preimages_.contains(p)) continue;
+    if (absl::Status status = Capture(p, seq); !status.ok()) {
+      DropCaptured(captured_);
+      arena_->Trim(IdleChunks());
+      return status;
+    }
+    captured_.push_back(p);
+  }
+  return absl::OkStatus();
+}
+
 void WriteCache::DropPreimage(uint64_t page) {
   auto it = preimages_.find(page);
   if (it == preimages_.end()) return;
@@ -393,15 +406,7 @@ absl::StatusOr<size_t> WriteCache::WriteVolatile(uint64_t offset, const char* bu
     return status;
   }
   captured_.clear();
-  for (uint64_t p = first; p <= last; ++p) {
-    if (preimages_.contains(p)) continue;
-    if (absl::Status status = Capture(p, seq); !status.ok()) {
-      DropCaptured(captured_);
-      arena_->Trim(IdleChunks());
-      return status;
-    }
-    captured_.push_back(p);
-  }
+  RDFS_RETURN_IF_ERROR(CaptureRange(first, last, seq));
   absl::StatusOr<size_t> n = store_->Write(offset, buf, length);
   if (!n.ok()) {
     DropCaptured(captured_);
@@ -450,15 +455,7 @@ absl::Status WriteCache::DiscardVolatile(uint64_t offset, uint64_t length) {
     if (!data.ok() || *data >= end) break;
     absl::StatusOr<uint64_t> hole = store_->SeekHole(*data);
     const uint64_t data_end = hole.ok() ? std::min<uint64_t>(*hole, end) : end;
-    for (uint64_t p = *data / kPageSize; p <= (data_end - 1) / kPageSize; ++p) {
-      if (preimages_.contains(p)) continue;
-      if (absl::Status status = Capture(p, seq); !status.ok()) {
-        DropCaptured(captured_);
-        arena_->Trim(IdleChunks());
-        return status;
-      }
-      captured_.push_back(p);
-    }
+    RDFS_RETURN_IF_ERROR(CaptureRange(*data / kPageSize, (data_end - 1) / kPageSize, seq));
     pos = std::max(data_end, *data + 1);
   }
   // A punch frees whole pages (and may split a huge one): none of the range
@@ -488,24 +485,22 @@ absl::Status WriteCache::Flush() {
   return absl::OkStatus();
 }
 
-absl::Status WriteCache::Resize(uint64_t new_size) {
+absl::Status WriteCache::ClearThen(bool durable, absl::FunctionRef<absl::Status()> store_op) {
   std::lock_guard lock(mu_);
   if (engaged()) {
     if (!powered()) return PowerOff(name_);
-    Clear(/*durable=*/true);
+    Clear(durable);
   }
-  known_data_.clear();
-  return store_->Resize(new_size);
+  known_data_.clear();  // both free store pages
+  return store_op();
+}
+
+absl::Status WriteCache::Resize(uint64_t new_size) {
+  return ClearThen(/*durable=*/true, [&] { return store_->Resize(new_size); });
 }
 
 absl::Status WriteCache::FreeAll() {
-  std::lock_guard lock(mu_);
-  if (engaged()) {
-    if (!powered()) return PowerOff(name_);
-    Clear(/*durable=*/false);
-  }
-  known_data_.clear();
-  return store_->FreeAll();
+  return ClearThen(/*durable=*/false, [&] { return store_->FreeAll(); });
 }
 
 // ---- durability -------------------------------------------------------------------

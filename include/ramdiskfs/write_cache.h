@@ -53,6 +53,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "ramdiskfs/cache_arena.h"
 #include "ramdiskfs/cache_control.h"
@@ -192,6 +193,10 @@ class WriteCache {
   // known_data_: pages [first, last] are allocated in the store / may not be.
   void MarkData(uint64_t first, uint64_t last) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ForgetData(uint64_t first, uint64_t last) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Captures every page in [first, last] without a pre-image, adding it to
+  // captured_; on an error drops all of captured_ (nothing changed).
+  absl::Status CaptureRange(uint64_t first, uint64_t last, uint64_t seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropCaptured(const std::vector<uint64_t>& pages) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops page `page`'s pre-image (its arena page goes back to the free pages).
   void DropPreimage(uint64_t page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -225,6 +230,9 @@ class WriteCache {
   // whole chunks before that go back to the arena (kept for reuse).
   void RetireLog() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status EnforceCacheSize() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Resize and FreeAll: under mu_, Clear(durable) if engaged (EIO with the
+  // power off), then `store_op`.
+  absl::Status ClearThen(bool durable, absl::FunctionRef<absl::Status()> store_op);
   // Forgets every entry and pre-image; `durable` counts them as made durable.
   // The arena keeps IdleChunks() chunks (none unless `keep_idle`).
   void Clear(bool durable, bool keep_idle = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
