@@ -204,7 +204,8 @@ enum class Key {
   kStore,
   kThreads,
   kTransport,
-  kUringDepth
+  kUringDepth,
+  kUringPollUs
 };
 
 std::optional<Key> FindKey(std::string_view name) {
@@ -221,6 +222,7 @@ std::optional<Key> FindKey(std::string_view name) {
   if (normalized == "threads") return Key::kThreads;
   if (normalized == "transport") return Key::kTransport;
   if (normalized == "uring_depth") return Key::kUringDepth;
+  if (normalized == "uring_poll_us") return Key::kUringPollUs;
   return std::nullopt;
 }
 
@@ -305,6 +307,12 @@ absl::Status CommandLineParser::Apply(Key key, std::string_view value, std::stri
       absl::StatusOr<int> depth = ParseCount(value, 1, kMaxUringDepth, "queue depth");
       if (!depth.ok()) return fail(depth.status());
       config_.uring_depth = *depth;
+      return absl::OkStatus();
+    }
+    case Key::kUringPollUs: {
+      absl::StatusOr<int> us = ParseCount(value, 0, kMaxUringPollUs, "poll window (us)");
+      if (!us.ok()) return fail(us.status());
+      config_.uring_poll_us = *us;
       return absl::OkStatus();
     }
   }
@@ -561,13 +569,18 @@ std::string UsageText(std::string_view program) {
       "                      1..",
       kMaxUringDepth, " (default ", kDefaultUringDepth,
       ")\n"
+      "  --uring-poll-us N   after a reply, one thread per queue polls its ring this\n"
+      "                      many microseconds before it sleeps, 0..",
+      kMaxUringPollUs, " (default ", kDefaultUringPollUs,
+      "; 0: never)\n"
       "\n"
       "FUSE:\n"
       "  -f                  stay in the foreground\n"
       "  -d                  debug output (implies -f)\n"
       "  -s                  single-threaded\n"
       "  -o OPT[,OPT...]     mount options: disk=, disks=, size=, max_memory=, mode=,\n"
-      "                      store=, threads=, transport=, uring_depth= as above;\n"
+      "                      store=, threads=, transport=, uring_depth=,\n"
+      "                      uring_poll_us= as above;\n"
       "                      ro (every disk read-only); allow_other (let other\n"
       "                      users in); anything else (default_permissions, rw,\n"
       "                      nosuid, ...) goes to libfuse\n"

@@ -393,16 +393,20 @@ TEST(ParseCommandLineTest, TransportAndUringDepth) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->transport, Transport::kAuto);
   EXPECT_EQ(config->uring_depth, kDefaultUringDepth);
+  EXPECT_EQ(config->uring_poll_us, kDefaultUringPollUs);
 
-  config = Parse({"/mnt", "--transport", "uring", "--uring-depth", "4"});
+  config = Parse({"/mnt", "--transport", "uring", "--uring-depth", "4", "--uring-poll-us", "0"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->transport, Transport::kUring);
   EXPECT_EQ(config->uring_depth, 4);
+  EXPECT_EQ(config->uring_poll_us, 0);
 
-  config = Parse({"/mnt", "--transport=uring", "-o", "transport=dev,uring_depth=64"});
+  config = Parse(
+      {"/mnt", "--transport=uring", "-o", "transport=dev,uring_depth=64,uring_poll_us=1000"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->transport, Transport::kDev);  // the last one wins
   EXPECT_EQ(config->uring_depth, kMaxUringDepth);
+  EXPECT_EQ(config->uring_poll_us, kMaxUringPollUs);
   EXPECT_TRUE(config->fuse_options.empty()) << "transport= is ours, not libfuse's";
 
   config = Parse({"/mnt", "-o", "uring-depth=1", "--transport=auto"});
@@ -682,7 +686,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{{"/mnt", "--transport"}, "--transport: needs a value"},
         BadArgs{{"/mnt", "--uring-depth", "0"},
                 "--uring-depth '0': bad queue depth '0': must be 1..64"},
-        BadArgs{{"/mnt", "-o", "uring_depth=65"}, "must be 1..64"}));
+        BadArgs{{"/mnt", "-o", "uring_depth=65"}, "must be 1..64"},
+        BadArgs{{"/mnt", "--uring-poll-us", "-1"},
+                "--uring-poll-us '-1': bad poll window (us) '-1'"},
+        BadArgs{{"/mnt", "-o", "uring_poll_us=1001"}, "must be 0..1000"}));
 
 // Found by the fuzzer: a message quotes its argument up to three times
 // ("--size 'X': bad size 'X': unknown suffix 'X'"), so each quote is cut
@@ -721,8 +728,10 @@ TEST(UsageTextTest, ListsEverything) {
                              "--threads N",
                              "--transport T",
                              "--uring-depth N",
+                             "--uring-poll-us N",
                              "/sys/module/fuse/parameters/enable_uring",
-                             "transport=, uring_depth=",
+                             "transport=, uring_depth=,",
+                             "uring_poll_us=",
                              "-f ",
                              "-d ",
                              "-s ",

@@ -22,6 +22,7 @@
 //   --threads N                        -o threads=N  (max FUSE worker threads)
 //   --transport auto|uring|dev         -o transport=...  (how requests travel, SPEC 14)
 //   --uring-depth N                    -o uring_depth=N  (ring entries per CPU queue)
+//   --uring-poll-us N                  -o uring_poll_us=N  (poll window after a reply)
 //   -f  -d  -s  -h/--help  -V/--version  -o allow_other  -o other FUSE options
 //
 // Both `--opt VALUE` and `--opt=VALUE` work. Anything in -o that ramdiskfs
@@ -68,6 +69,10 @@ absl::StatusOr<Transport> ParseTransport(std::string_view text);
 // "Transport"): the most requests one CPU can have in the daemon at once.
 inline constexpr int kDefaultUringDepth = 16;
 inline constexpr int kMaxUringDepth = 64;
+// After it commits a reply, one thread per queue polls its ring for this
+// long before it sleeps (docs/design.md, "Transport"); 0: never polls.
+inline constexpr int kDefaultUringPollUs = 20;
+inline constexpr int kMaxUringPollUs = 1000;
 
 struct DiskSpec {
   std::string name;
@@ -90,6 +95,7 @@ struct Config {
   int max_threads = 8;
   Transport transport = Transport::kAuto;
   int uring_depth = kDefaultUringDepth;
+  int uring_poll_us = kDefaultUringPollUs;
   bool foreground = false;
   bool debug = false;
   bool single_threaded = false;

@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "ramdiskfs/faults.h"  // MonotonicNowNs
 #include "ramdiskfs/log.h"
 #include "src/fuse/custom_io.h"
 #include "src/fuse/kernel_abi.h"
@@ -114,6 +115,12 @@ struct UringTransport::Entry {
   void Run();
   bool SetUpRing();
   void PrepCommand(uint32_t op, uint64_t id);
+  // With a poll window and no other entry of the queue polling: submits the
+  // prepared commit without waiting, polls the ring for the next request
+  // until one comes or the window ends, and returns true (the caller's wait
+  // then takes the CQE, or sleeps). False: the caller commits and waits as
+  // usual. *r: the submit's result.
+  bool PollAfterCommit(int* r);
   void Serve();
   void ReplyError(uint64_t id, int err);
   bool WaitReply();
@@ -235,9 +242,13 @@ void UringTransport::Entry::Run() {
       }
       break;
     }
+    owner->serving_[qid].fetch_add(1, std::memory_order_relaxed);
     Serve();
-    if (!WaitReply()) break;  // stopping with the reply never sent
+    const bool replied = WaitReply();
+    owner->serving_[qid].fetch_sub(1, std::memory_order_relaxed);
+    if (!replied) break;  // stopping with the reply never sent
     PrepCommand(abi::kRingCmdCommitAndFetch, commit_id);
+    if (PollAfterCommit(&r)) continue;  // the loop's wait finds the CQE, if one came
     // Commit this reply and wait for the next request, in one syscall.
     do {
       r = io_uring_submit_and_wait(&ring, 1);
@@ -247,6 +258,37 @@ void UringTransport::Entry::Run() {
       break;
     }
   }
+}
+
+bool UringTransport::Entry::PollAfterCommit(int* r) {
+  // The kernel gives a new request to the entry that became available last
+  // (and to a committing entry first), so at low queue depth the poller is
+  // the entry that gets the next request. DEFER_TASKRUN: a request reaches
+  // the CQ only when this thread enters the kernel, so the poll is
+  // io_uring_get_events (an enter that never sleeps), then a peek.
+  const int64_t window_ns = int64_t{owner->poll_us_} * 1000;
+  std::atomic<bool>& polling = owner->polling_[qid];
+  if (window_ns == 0 || owner->serving_[qid].load(std::memory_order_relaxed) != 0 ||
+      polling.exchange(true, std::memory_order_acquire)) {
+    return false;
+  }
+  do {
+    *r = io_uring_submit(&ring);  // the commit, without waiting
+  } while (*r == -EINTR || *r == -EAGAIN);
+  if (*r >= 0) {
+    const int64_t until = MonotonicNowNs() + window_ns;
+    io_uring_cqe* cqe = nullptr;
+    do {
+      (void)io_uring_get_events(&ring);
+      if (io_uring_peek_cqe(&ring, &cqe) == 0) break;
+    } while (MonotonicNowNs() < until);
+  }
+  polling.store(false, std::memory_order_release);
+  if (*r < 0) {
+    Log("io_uring queue ", qid, ": commit failed: ", strerror(-*r));
+    return false;
+  }
+  return true;
 }
 
 void UringTransport::Entry::ReplyError(uint64_t id, int err) {
@@ -350,8 +392,8 @@ void UringTransport::Entry::Fill(const struct iovec* iov, int count, ssize_t* re
 
 // ---- the transport ---------------------------------------------------------------
 
-UringTransport::UringTransport(fuse_session* session, int device_fd, int depth)
-    : session_(session), device_fd_(device_fd), depth_(depth) {}
+UringTransport::UringTransport(fuse_session* session, int device_fd, int depth, int poll_us)
+    : session_(session), device_fd_(device_fd), depth_(depth), poll_us_(poll_us) {}
 
 UringTransport::~UringTransport() {
   Stop();
@@ -374,6 +416,8 @@ void UringTransport::WaitAll(int* counter) {
 
 std::string UringTransport::Prepare(size_t payload_bytes) {
   queue_count_ = PossibleCpus();
+  polling_ = std::make_unique<std::atomic<bool>[]>(queue_count_);
+  serving_ = std::make_unique<std::atomic<int>[]>(queue_count_);
   handshake_ = std::make_unique<Handshake>();
   if (pipe2(stop_pipe_, O_CLOEXEC) != 0) return absl::StrCat("pipe2: ", strerror(errno));
   const size_t payload_cap = (payload_bytes + 4095) / 4096 * 4096;
@@ -511,6 +555,7 @@ namespace {
 struct SessionGlue {
   Transport requested = Transport::kDev;
   int depth = kDefaultUringDepth;
+  int poll_us = kDefaultUringPollUs;
   std::atomic<bool> kernel_offers{false};
   std::unique_ptr<UringTransport> transport;
   bool offered = false;  // the INIT reply carried FUSE_OVER_IO_URING
@@ -535,6 +580,7 @@ void UringFailed(const std::string& why) {
 bool UringConfigure(const Config& config) {
   g_glue.requested = config.transport;
   g_glue.depth = config.uring_depth;
+  g_glue.poll_us = config.uring_poll_us;
   if (config.transport == Transport::kDev) return true;
   std::string why = UringUnavailableReason();
   if (why.empty()) return true;
@@ -565,7 +611,8 @@ void UringBeforeInitReply(fuse_session* session, int device_fd, abi::InitOut& ou
   const size_t max_pages = (out.flags & abi::kMaxPages) ? std::max<size_t>(out.max_pages, 1) : 32;
   const size_t payload =
       std::max({size_t{8192}, size_t{out.max_write}, size_t{4096}, max_pages * 4096});
-  g_glue.transport = std::make_unique<UringTransport>(session, device_fd, g_glue.depth);
+  g_glue.transport =
+      std::make_unique<UringTransport>(session, device_fd, g_glue.depth, g_glue.poll_us);
   std::string why = g_glue.transport->Prepare(payload);
   if (!why.empty()) return UringFailed(why);
   out.flags |= abi::kInitExt;
@@ -579,7 +626,7 @@ bool UringAfterInitReply(bool ok) {
   // Logged before the entries register: the kernel holds requests back until
   // every queue has one, so this line comes before any request is served.
   Log("transport uring: ", g_glue.transport->queues(), " queue(s) x ", g_glue.transport->depth(),
-      " entries, one thread each");
+      " entries, one thread each; poll window ", g_glue.transport->poll_us(), " us");
   SetActiveUring(g_glue.transport.get());  // stats must say uring from the first request
   std::string why = ok ? g_glue.transport->Start() : "the INIT reply failed";
   if (!why.empty()) {

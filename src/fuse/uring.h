@@ -58,8 +58,9 @@ inline constexpr char kEnableUringPath[] = "/sys/module/fuse/parameters/enable_u
 
 class UringTransport {
  public:
-  // `device_fd` is the session's /dev/fuse fd; `depth` entries per queue.
-  UringTransport(fuse_session* session, int device_fd, int depth);
+  // `device_fd` is the session's /dev/fuse fd; `depth` entries per queue;
+  // after a reply, one entry thread per queue polls for `poll_us` (0: none).
+  UringTransport(fuse_session* session, int device_fd, int depth, int poll_us);
   ~UringTransport();  // Stop()
   UringTransport(const UringTransport&) = delete;
   UringTransport& operator=(const UringTransport&) = delete;
@@ -89,6 +90,7 @@ class UringTransport {
 
   int queues() const { return static_cast<int>(queue_count_); }
   int depth() const { return depth_; }
+  int poll_us() const { return poll_us_; }
 
   struct Entry;  // one ring entry with its thread (uring.cc)
 
@@ -101,6 +103,13 @@ class UringTransport {
   fuse_session* const session_;
   const int device_fd_;
   const int depth_;
+  const int poll_us_;
+  // Per queue: an entry thread is polling it (at most one at a time), and
+  // how many of its entries hold a request. An entry polls only when no
+  // other holds one: a queue deep in requests keeps its CPU busy anyway, and
+  // a poller there would only take the CPU from the submitter.
+  std::unique_ptr<std::atomic<bool>[]> polling_;
+  std::unique_ptr<std::atomic<int>[]> serving_;
   size_t queue_count_ = 0;
   std::vector<std::unique_ptr<Entry>> entries_;
   int stop_pipe_[2] = {-1, -1};
@@ -114,7 +123,8 @@ class UringTransport {
 // ---- session glue: each is one hook line in custom_io.cc or session.cc, in order --
 // One session per process, as for the custom io.
 
-// Before mounting: records --transport/--uring-depth and checks the kernel.
+// Before mounting: records --transport/--uring-depth/--uring-poll-us and
+// checks the kernel.
 // Returns false (after logging why and how to enable it) if io_uring was
 // required (--transport uring) and is unavailable: exit status 32 (a mount failure).
 bool UringConfigure(const Config& config);
