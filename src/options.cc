@@ -335,6 +335,10 @@ absl::Status CommandLineParser::ApplyFuseOptions(std::string_view list) {
       continue;
     }
     if (item == "allow_other") config_.allow_other = true;
+    if (item == "supervise") {  // ours, not libfuse's (docs/survive.md)
+      config_.supervise = true;
+      continue;
+    }
     // mount(8)'s ro/rw: ro makes every disk read-only; it is not passed to
     // the kernel, so the control tree stays writable (docs/design.md).
     if (item == "ro" || item == "rw") {
@@ -353,9 +357,11 @@ absl::Status CommandLineParser::ParseLong(const std::vector<std::string>& argv, 
   std::optional<std::string_view> value;
   if (eq != std::string_view::npos) value = arg.substr(eq + 1);
 
-  if (name == "--help" || name == "--version") {
+  if (name == "--help" || name == "--version" || name == "--supervise") {
     if (value) return Invalid(absl::StrCat(AsAbsl(name), ": takes no value"));
-    (name == "--help" ? config_.show_help : config_.show_version) = true;
+    (name == "--help"      ? config_.show_help
+     : name == "--version" ? config_.show_version
+                           : config_.supervise) = true;
     return absl::OkStatus();
   }
   const std::optional<Key> key = FindKey(name.substr(2));

@@ -1,0 +1,270 @@
+#include "ramdiskfs/survive_state.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "ramdiskfs/status.h"
+
+namespace ramdiskfs {
+namespace {
+
+constexpr absl::string_view kMagic = "ramdiskfs-state 1";
+
+absl::string_view A(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+int64_t ToNs(absl::Time t) { return absl::ToUnixNanos(t); }
+
+template <typename T>
+bool ParseNumber(absl::string_view text, T* out) {
+  if constexpr (std::is_signed_v<T>) {
+    int64_t v;
+    if (!absl::SimpleAtoi(text, &v)) return false;
+    *out = static_cast<T>(v);
+  } else {
+    uint64_t v;
+    if (!absl::SimpleAtoi(text, &v)) return false;
+    *out = static_cast<T>(v);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string EncodeTableState(const TableState& state) {
+  std::string out = absl::StrCat(kMagic, "\n");
+  absl::StrAppend(&out, "table ", state.next_id, " ", state.max_memory_bytes, " ",
+                  state.disks.size(), "\n");
+  for (const DiskState& d : state.disks) {
+    absl::StrAppend(&out, "disk ", d.id, " ", A(DataModeName(d.requested_mode)), " ",
+                    d.readonly ? 1 : 0, " ", d.growing ? 1 : 0, " ", d.permissions, " ", d.uid, " ",
+                    d.gid, " ", d.mtime_ns, " ", d.ctime_ns, " ", d.backing_id, " ", d.name, "\n");
+  }
+  absl::StrAppend(&out, "end\n");
+  return out;
+}
+
+absl::StatusOr<TableState> DecodeTableState(std::string_view std_text) {
+  const absl::string_view text = A(std_text);
+  std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
+  auto bad = [](size_t line, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("state line ", line + 1, ": ", why));
+  };
+  if (lines.empty() || lines[0] != kMagic) return bad(0, "not a ramdiskfs state");
+  if (lines.size() < 3) return bad(1, "truncated");
+  TableState state;
+  std::vector<absl::string_view> t = absl::StrSplit(lines[1], ' ');
+  size_t count = 0;
+  if (t.size() != 4 || t[0] != "table" || !ParseNumber(t[1], &state.next_id) ||
+      !ParseNumber(t[2], &state.max_memory_bytes) || !ParseNumber(t[3], &count)) {
+    return bad(1, "bad table line");
+  }
+  if (count > static_cast<size_t>(kMaxDisks) || lines.size() < count + 3) {
+    return bad(1, "bad disk count");
+  }
+  for (size_t i = 2; i < 2 + count; ++i) {
+    std::vector<absl::string_view> f = absl::StrSplit(lines[i], ' ');
+    DiskState d;
+    int readonly = 0, growing = 0;
+    if (f.size() != 12 || f[0] != "disk" || !ParseNumber(f[1], &d.id) ||
+        !ParseNumber(f[3], &readonly) || !ParseNumber(f[4], &growing) ||
+        !ParseNumber(f[5], &d.permissions) || !ParseNumber(f[6], &d.uid) ||
+        !ParseNumber(f[7], &d.gid) || !ParseNumber(f[8], &d.mtime_ns) ||
+        !ParseNumber(f[9], &d.ctime_ns) || !ParseNumber(f[10], &d.backing_id)) {
+      return bad(i, "bad disk line");
+    }
+    absl::StatusOr<DataMode> mode = ParseDataMode(std::string_view(f[2].data(), f[2].size()));
+    if (!mode.ok()) return bad(i, "bad mode");
+    if (!ValidateDiskName(std::string_view(f[11].data(), f[11].size())).ok())
+      return bad(i, "bad name");
+    d.requested_mode = *mode;
+    d.readonly = readonly != 0;
+    d.growing = growing != 0;
+    d.name = std::string(f[11]);
+    state.disks.push_back(std::move(d));
+  }
+  if (lines[2 + count] != "end") return bad(2 + count, "no end line (truncated)");
+  return state;
+}
+
+TableState CaptureTableState(const DiskTable& table, std::vector<int>* fds) {
+  TableState state;
+  state.next_id = table.next_id();
+  state.max_memory_bytes = const_cast<DiskTable&>(table).pool().max_bytes();
+  for (const auto& disk : table.List()) {
+    DiskState d;
+    d.id = disk->id();
+    d.name = disk->name();
+    d.requested_mode = disk->requested_mode();
+    d.readonly = disk->readonly();
+    d.growing = disk->growing();
+    const DiskAttributes attr = disk->attributes();
+    d.permissions = attr.permissions;
+    d.uid = attr.uid;
+    d.gid = attr.gid;
+    d.mtime_ns = ToNs(attr.mtime);
+    d.ctime_ns = ToNs(attr.ctime);
+    d.backing_id = disk->backing_id();
+    state.disks.push_back(std::move(d));
+    if (fds != nullptr) fds->push_back(disk->store().fd());
+  }
+  return state;
+}
+
+absl::Status RestoreTable(const TableState& state, std::vector<int> fds, DiskTable* table) {
+  if (fds.size() != state.disks.size()) {
+    for (int fd : fds) close(fd);
+    return absl::InvalidArgumentError(absl::StrCat("state names ", state.disks.size(),
+                                                   " disks but ", fds.size(),
+                                                   " backing files came with it"));
+  }
+  absl::Status first_error;
+  for (size_t i = 0; i < fds.size(); ++i) {
+    const DiskState& d = state.disks[i];
+    NewDisk spec;
+    spec.name = d.name;
+    spec.mode = d.requested_mode;
+    spec.readonly = d.readonly;
+    spec.growing = d.growing;
+    spec.attributes = {d.permissions, d.uid, d.gid, absl::FromUnixNanos(d.mtime_ns),
+                       absl::FromUnixNanos(d.ctime_ns)};
+    absl::StatusOr<std::shared_ptr<Disk>> disk = table->Adopt(d.id, std::move(spec), fds[i]);
+    if (!disk.ok()) {
+      if (first_error.ok()) first_error = disk.status();
+      continue;
+    }
+    if (d.backing_id > 0) (*disk)->set_backing_id(d.backing_id);
+  }
+  table->RaiseNextId(state.next_id);
+  return first_error;
+}
+
+// ---- OpenTable --------------------------------------------------------------------
+
+struct OpenTable::Record {
+  std::atomic<uint32_t> state;  // 0 free, 1 claimed (being written), 2 live
+  uint32_t flags;               // bit 0 for_write, 1 passthrough, 2 bypass_writer
+  uint32_t kind;
+  uint32_t control_file;
+  uint64_t disk_id;
+  std::atomic<uint64_t> overflow_seen;
+};
+static_assert(sizeof(std::atomic<uint32_t>) == 4 && sizeof(std::atomic<uint64_t>) == 8);
+
+namespace {
+constexpr uint32_t kFree = 0, kClaimed = 1, kLive = 2;
+}
+
+absl::StatusOr<std::unique_ptr<OpenTable>> OpenTable::Create(size_t capacity) {
+  int fd = memfd_create("ramdiskfs:opens", MFD_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, "memfd_create(open table)");
+  // Sparse: only the pages of slots ever used take memory.
+  if (ftruncate(fd, static_cast<off_t>(capacity * sizeof(Record))) != 0) {
+    int err = errno;
+    close(fd);
+    return ErrnoStatus(err, "ftruncate(open table)");
+  }
+  return Attach(fd);
+}
+
+absl::StatusOr<std::unique_ptr<OpenTable>> OpenTable::Attach(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return ErrnoStatus(err, "fstat(open table)");
+  }
+  const size_t bytes = static_cast<size_t>(st.st_size);
+  if (bytes == 0 || bytes % sizeof(Record) != 0) {
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrCat("open table of ", bytes, " bytes"));
+  }
+  void* map = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) {
+    int err = errno;
+    close(fd);
+    return ErrnoStatus(err, "mmap(open table)");
+  }
+  return std::unique_ptr<OpenTable>(
+      new OpenTable(fd, static_cast<Record*>(map), bytes / sizeof(Record)));
+}
+
+OpenTable::OpenTable(int fd, Record* records, size_t capacity)
+    : fd_(fd), records_(records), capacity_(capacity) {
+  // A slot claimed but never made live: the worker died between the two.
+  // Its open was never answered (the record goes live before the reply), so
+  // the kernel holds no handle for it.
+  for (size_t i = 0; i < capacity_; ++i) {
+    if (records_[i].state.load() == kClaimed) records_[i].state.store(kFree);
+  }
+}
+
+OpenTable::~OpenTable() {
+  munmap(records_, capacity_ * sizeof(Record));
+  close(fd_);
+}
+
+absl::StatusOr<uint64_t> OpenTable::Add(const OpenInfo& info) {
+  const size_t start = hint_.load(std::memory_order_relaxed);
+  for (size_t n = 0; n < capacity_; ++n) {
+    const size_t i = (start + n) % capacity_;
+    Record& r = records_[i];
+    uint32_t expected = kFree;
+    if (r.state.load(std::memory_order_relaxed) != kFree ||
+        !r.state.compare_exchange_strong(expected, kClaimed, std::memory_order_acquire)) {
+      continue;
+    }
+    r.flags =
+        (info.for_write ? 1u : 0u) | (info.passthrough ? 2u : 0u) | (info.bypass_writer ? 4u : 0u);
+    r.kind = info.kind;
+    r.control_file = info.control_file;
+    r.disk_id = info.disk_id;
+    r.overflow_seen.store(info.overflow_seen, std::memory_order_relaxed);
+    r.state.store(kLive, std::memory_order_release);
+    hint_.store(i + 1, std::memory_order_relaxed);
+    return i + 1;
+  }
+  return ErrnoStatus(ENFILE, absl::StrCat("all ", capacity_, " open file slots are in use"));
+}
+
+void OpenTable::Remove(uint64_t handle) {
+  if (handle == 0 || handle > capacity_) return;
+  records_[handle - 1].state.store(kFree, std::memory_order_release);
+}
+
+std::optional<OpenInfo> OpenTable::Get(uint64_t handle) const {
+  if (handle == 0 || handle > capacity_) return std::nullopt;
+  const Record& r = records_[handle - 1];
+  if (r.state.load(std::memory_order_acquire) != kLive) return std::nullopt;
+  OpenInfo info;
+  info.kind = static_cast<OpenInfo::Kind>(r.kind);
+  info.disk_id = r.disk_id;
+  info.control_file = r.control_file;
+  info.for_write = r.flags & 1;
+  info.passthrough = r.flags & 2;
+  info.bypass_writer = r.flags & 4;
+  info.overflow_seen = r.overflow_seen.load(std::memory_order_relaxed);
+  return info;
+}
+
+void OpenTable::SetOverflowSeen(uint64_t handle, uint64_t seen) {
+  if (handle == 0 || handle > capacity_) return;
+  records_[handle - 1].overflow_seen.store(seen, std::memory_order_relaxed);
+}
+
+std::vector<std::pair<uint64_t, OpenInfo>> OpenTable::Live() const {
+  std::vector<std::pair<uint64_t, OpenInfo>> live;
+  for (size_t i = 0; i < capacity_; ++i) {
+    if (std::optional<OpenInfo> info = Get(i + 1)) live.emplace_back(i + 1, *info);
+  }
+  return live;
+}
+
+}  // namespace ramdiskfs
