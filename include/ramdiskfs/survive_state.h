@@ -95,6 +95,10 @@ struct OpenInfo {
 // free slot or a whole record.
 class OpenTable {
  public:
+  // Open handles a daemon can hold at once: 64Ki slots of 32 bytes, a 2 MiB
+  // sparse memfd (only the pages of slots used take memory).
+  static constexpr size_t kDefaultCapacity = 1 << 16;
+
   // A new memfd with room for `capacity` handles. Errors: memfd_create,
   // ftruncate, mmap.
   static absl::StatusOr<std::unique_ptr<OpenTable>> Create(size_t capacity);
