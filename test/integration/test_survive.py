@@ -154,7 +154,7 @@ def stalls(mnt):
                                        mnt.log())]
 
 
-@pytest.mark.parametrize("mode", ["direct", "cached"])
+@pytest.mark.parametrize("mode", ["dax", "direct", "cached"])
 def test_worker_killed_under_ext4_and_fio_is_invisible(mount_factory, tmp_path, mode):
     mnt = mount_factory(*SUPERVISE, "--disk", f"ram0:256M:mode={mode}", wait_disks=["ram0"])
     kills = KILLS
@@ -168,6 +168,11 @@ def test_worker_killed_under_ext4_and_fio_is_invisible(mount_factory, tmp_path, 
     assert kernel_errors == [], f"kernel log: {kernel_errors}"
     assert mount_errors == [], f"the mount answered {set(mount_errors)}"
     assert fsck.returncode == 0, f"e2fsck -fn: {fsck.stdout}{fsck.stderr}"
+    disk = mnt.stats("ram0")
+    assert disk["mode"] == mode, disk  # dax really is passthrough here, also after restarts
+    assert disk["opens"] == 0, disk    # the loop device's open was counted once, and released
+    if mode == "dax":
+        assert disk["passthrough"] == 1, disk
     stats = mnt.stats()
     assert stats["restarts"] == kills, mnt.log()
     assert 0 <= stats["last_stall_ms"] < 1000
