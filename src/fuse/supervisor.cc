@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -207,6 +208,12 @@ class Supervisor {
   int64_t died_at_ns_ = 0;
   std::deque<int64_t> deaths_;
   bool given_up_ = false;
+  // SIGHUP: the worker is being replaced by the binary at binary_path_ (the
+  // path this supervisor was started from, resolved at start, so a new build
+  // installed there is what runs next).
+  std::string binary_path_;
+  std::string exec_path_ = "/proc/self/exe";
+  bool upgrading_ = false;
   bool stopping_ = false;
   bool told_busy_ = false;
   int exit_status_ = -1;  // >= 0: done
@@ -236,9 +243,9 @@ bool Supervisor::Spawn() {
     std::vector<char*> args;
     for (const std::string& a : argv_) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    // Our own binary even if the file was replaced since (the upgrade path
-    // will name a new one).
-    execv("/proc/self/exe", args.data());
+    // Our own binary even if the file was replaced since, until a SIGHUP
+    // names the path instead.
+    execv(exec_path_.c_str(), args.data());
     _exit(127);
   }
   close(pair[1]);
@@ -368,6 +375,15 @@ void Supervisor::OnWorkerDeath(int status) {
     exit_status_ = kExitMountFailure;
     return;
   }
+  if (upgrading_) {
+    upgrading_ = false;
+    exec_path_ = binary_path_;
+    died_at_ns_ = now;
+    Log("supervisor: upgrade: worker ", dead, " stopped; starting ", binary_path_, " as worker ",
+        started_ + 1);
+    if (!Spawn()) given_up_ = true;
+    return;
+  }
   deaths_.push_back(now);
   while (!deaths_.empty() && now - deaths_.front() > kDeathWindowNs) deaths_.pop_front();
   if (static_cast<int>(deaths_.size()) >= kMaxDeaths) {
@@ -418,6 +434,9 @@ int Supervisor::Run(DiskTable& table, MemoryPool& pool) {
     return kExitMountFailure;
   }
   device_fd_ = fuse_session_fd(se);
+  char exe[PATH_MAX];
+  const ssize_t exe_len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  binary_path_ = exe_len > 0 ? std::string(exe, static_cast<size_t>(exe_len)) : "/proc/self/exe";
   if (fuse_daemonize(config_.foreground ? 1 : 0) != 0) return kExitMountFailure;
   if (!config_.foreground) LogDetached();
 
@@ -459,7 +478,15 @@ int Supervisor::Run(DiskTable& table, MemoryPool& pool) {
             if (pid == worker_) OnWorkerDeath(status);
           }
         } else if (info.ssi_signo == SIGHUP) {
-          Log("supervisor: SIGHUP (worker upgrade) is not implemented yet; ignored");
+          if (worker_ > 0 && !stopping_ && !upgrading_ && !init_request_.empty()) {
+            // The old worker stops as a crash would: what it read and did
+            // not answer is resent to the new one (docs/survive.md).
+            Log("supervisor: SIGHUP: replacing worker ", worker_, " with ", binary_path_);
+            upgrading_ = true;
+            kill(worker_, SIGKILL);
+          } else {
+            Log("supervisor: SIGHUP ignored (no worker serving, or stopping)");
+          }
         } else if (!stopping_) {
           Log("supervisor: got ", strsignal(static_cast<int>(info.ssi_signo)), ": unmounting ",
               config_.mountpoint);

@@ -15,6 +15,9 @@
 // A worker that exits with a status (a start-up failure it reported) ends
 // the supervisor with that status, unmounting. Five deaths within 10 s stop
 // the restarts; the mount and the disks' memory then stay until SIGTERM.
+// SIGHUP replaces the worker with the binary now at the path the supervisor
+// was started from (an upgrade): the old one is killed and the new one takes
+// over as after a crash (not counted as a death).
 
 #ifndef RAMDISKFS_FUSE_SUPERVISOR_H_
 #define RAMDISKFS_FUSE_SUPERVISOR_H_

@@ -12,6 +12,7 @@ import os
 import pathlib
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -273,3 +274,45 @@ def test_supervise_refuses_the_uring_transport(mount_factory, tmp_path):
     code, _, err = run_expect_exit([BIN, tmp_path / "m", "-f", "--supervise", "--transport",
                                     "uring"])
     assert code == 1 and "--transport dev" in err
+
+
+def sighup_upgrade(mnt, timeout=10):
+    """SIGHUP to the supervisor; waits for the next worker. Returns its pid."""
+    old = wait_for(lambda: worker_pid(mnt), timeout, "a worker")
+    before = mnt.log().count(" took over (restart ")
+    mnt.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: mnt.log().count(" took over (restart ") > before, timeout, "the upgrade")
+    return worker_pid(mnt)
+
+
+def test_sighup_upgrades_the_worker_to_the_installed_binary(tmp_path):
+    """The binary at the supervisor's path is replaced (as a package upgrade does: a new
+    file renamed over the old); SIGHUP makes the next worker run it, with ext4 + fio
+    running on a dax disk, and nothing notices."""
+    from support.mounts import BIN, start_mount, teardown_mount
+    installed = tmp_path / "bin" / "ramdiskfs"
+    installed.parent.mkdir()
+    shutil.copy2(BIN, installed)
+    mnt = start_mount(tmp_path / "mnt", tmp_path / "log", *SUPERVISE, "--disk",
+                      "ram0:256M:mode=dax", wait_disks=["ram0"], binary=installed)
+    try:
+        old_worker = worker_pid(mnt)
+        old_ino = os.stat(f"/proc/{old_worker}/exe").st_ino
+        fresh = tmp_path / "bin" / "ramdiskfs.new"
+        shutil.copy2(BIN, fresh)
+        os.rename(fresh, installed)
+        upgrades = 10
+        report, res, kernel_errors, mount_errors, fsck = fio_under_kills(
+            mnt, tmp_path, kills=upgrades, seconds=10, gap=0.5, kill=sighup_upgrade)
+        assert_fio_clean(report, res)
+        assert kernel_errors == [], f"kernel log: {kernel_errors}"
+        assert mount_errors == [], f"the mount answered {set(mount_errors)}"
+        assert fsck.returncode == 0, f"e2fsck -fn: {fsck.stdout}{fsck.stderr}"
+        new_worker = worker_pid(mnt)
+        assert os.stat(f"/proc/{new_worker}/exe").st_ino == os.stat(installed).st_ino != old_ino
+        assert mnt.stats()["restarts"] == upgrades
+        assert "no more restarts" not in mnt.log()  # upgrades are not deaths
+        ms = sorted(stalls(mnt))
+        print(f"upgrades: {len(ms)}, stall ms min {ms[0]} median {ms[len(ms) // 2]} max {ms[-1]}")
+    finally:
+        teardown_mount(mnt)
