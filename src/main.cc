@@ -342,7 +342,14 @@ int Main(int argc, char** argv) {
     Log("dax mode unavailable: ", dax_problem, "; disks use direct mode");
   }
 
-  if (config.supervise) return RunSupervisor(config, table, **pool, args);
+  if (config.supervise) {
+    // FUSE_NOTIFY_RESEND came with passthrough, in 6.9.
+    if (!KernelHasPassthrough()) {
+      Log("--supervise: this kernel is older than 6.9 and has no FUSE_NOTIFY_RESEND: a worker "
+          "is still replaced, but requests in flight when it dies are never answered");
+    }
+    return RunSupervisor(config, table, **pool, args);
+  }
   Filesystem fs(&table, MakeFilesystemOptions(config, dax_required));
   return RunSession(config, fs);
 }
