@@ -171,6 +171,9 @@ int WorkerMain(Config config, int socket_fd) {
   table.SetChangeObserver([&link, &table] { link.PublishState(table); });
   fs.set_state_publisher([&link, &table] { link.PublishState(table); });
   fs.survive().supervised = true;
+  if (const char* point = getenv("RAMDISKFS_CRASH_POINT"); point && h.restarts == 0) {
+    fs.set_crash_point(point);
+  }
   fs.survive().restarts = h.restarts;
   CustomIoState& io = fs.io_state();
   if (h.init_request.empty()) {

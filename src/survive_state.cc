@@ -155,11 +155,14 @@ struct OpenTable::Record {
   uint32_t control_file;
   uint64_t disk_id;
   std::atomic<uint64_t> overflow_seen;
+  uint64_t unique;
+  uint64_t reserved[3];  // room to grow without changing the layout
 };
+
 static_assert(sizeof(std::atomic<uint32_t>) == 4 && sizeof(std::atomic<uint64_t>) == 8);
 
 namespace {
-constexpr uint32_t kFree = 0, kClaimed = 1, kLive = 2;
+constexpr uint32_t kFree = 0, kClaimed = 1, kLive = 2, kPending = 3;
 }
 
 absl::StatusOr<std::unique_ptr<OpenTable>> OpenTable::Create(size_t capacity) {
@@ -198,9 +201,10 @@ absl::StatusOr<std::unique_ptr<OpenTable>> OpenTable::Attach(int fd) {
 
 OpenTable::OpenTable(int fd, Record* records, size_t capacity)
     : fd_(fd), records_(records), capacity_(capacity) {
-  // A slot claimed but never made live: the worker died between the two.
-  // Its open was never answered (the record goes live before the reply), so
-  // the kernel holds no handle for it.
+  static_assert(sizeof(Record) == 64, "the layout a restarted worker (or an upgrade) maps");
+  // A slot claimed but never written: the worker died inside Add. Its open
+  // was never answered (the record is pending before the reply), so the
+  // kernel holds no handle for it.
   for (size_t i = 0; i < capacity_; ++i) {
     if (records_[i].state.load() == kClaimed) records_[i].state.store(kFree);
   }
@@ -227,11 +231,27 @@ absl::StatusOr<uint64_t> OpenTable::Add(const OpenInfo& info) {
     r.control_file = info.control_file;
     r.disk_id = info.disk_id;
     r.overflow_seen.store(info.overflow_seen, std::memory_order_relaxed);
-    r.state.store(kLive, std::memory_order_release);
+    r.unique = info.unique;
+    r.state.store(kPending, std::memory_order_release);
     hint_.store(i + 1, std::memory_order_relaxed);
     return i + 1;
   }
   return ErrnoStatus(ENFILE, absl::StrCat("all ", capacity_, " open file slots are in use"));
+}
+
+void OpenTable::Confirm(uint64_t handle) {
+  if (handle == 0 || handle > capacity_) return;
+  uint32_t expected = kPending;
+  records_[handle - 1].state.compare_exchange_strong(expected, kLive, std::memory_order_release);
+}
+
+uint64_t OpenTable::FindPending(uint64_t unique) const {
+  if (unique == 0) return 0;
+  for (size_t i = 0; i < capacity_; ++i) {
+    const Record& r = records_[i];
+    if (r.state.load(std::memory_order_acquire) == kPending && r.unique == unique) return i + 1;
+  }
+  return 0;
 }
 
 void OpenTable::Remove(uint64_t handle) {
@@ -242,7 +262,8 @@ void OpenTable::Remove(uint64_t handle) {
 std::optional<OpenInfo> OpenTable::Get(uint64_t handle) const {
   if (handle == 0 || handle > capacity_) return std::nullopt;
   const Record& r = records_[handle - 1];
-  if (r.state.load(std::memory_order_acquire) != kLive) return std::nullopt;
+  const uint32_t state = r.state.load(std::memory_order_acquire);
+  if (state != kLive && state != kPending) return std::nullopt;
   OpenInfo info;
   info.kind = static_cast<OpenInfo::Kind>(r.kind);
   info.disk_id = r.disk_id;
@@ -251,6 +272,8 @@ std::optional<OpenInfo> OpenTable::Get(uint64_t handle) const {
   info.passthrough = r.flags & 2;
   info.bypass_writer = r.flags & 4;
   info.overflow_seen = r.overflow_seen.load(std::memory_order_relaxed);
+  info.unique = r.unique;
+  info.pending = state == kPending;
   return info;
 }
 

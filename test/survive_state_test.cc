@@ -146,13 +146,19 @@ TEST_F(SurviveStateTest, ChangeObserverSeesCreateAndDelete) {
 TEST(OpenTableTest, HandlesSurviveAReattach) {
   auto table = OpenTable::Create(8);
   ASSERT_TRUE(table.ok()) << table.status();
-  OpenInfo disk_open{OpenInfo::kDisk, 5, 0, true, true, true, 2};
-  OpenInfo control_open{OpenInfo::kControl, 0, 3, false, false, false, 0};
+  OpenInfo disk_open{OpenInfo::kDisk, 5, 0, true, true, true, 2, 100};
+  OpenInfo control_open{OpenInfo::kControl, 0, 3, false, false, false, 0, 102};
   auto h1 = (*table)->Add(disk_open);
   auto h2 = (*table)->Add(control_open);
   ASSERT_TRUE(h1.ok() && h2.ok());
   EXPECT_NE(*h1, 0u);
   EXPECT_NE(*h1, *h2);
+  // Pending until the reply reached the kernel.
+  EXPECT_TRUE((*table)->Get(*h1)->pending);
+  EXPECT_EQ((*table)->FindPending(100), *h1);
+  (*table)->Confirm(*h1);
+  EXPECT_FALSE((*table)->Get(*h1)->pending);
+  EXPECT_EQ((*table)->FindPending(100), 0u);
   (*table)->SetOverflowSeen(*h1, 9);
   // The worker dies; the next one maps the same memfd.
   auto again = OpenTable::Attach(fcntl((*table)->fd(), F_DUPFD_CLOEXEC, 0));
@@ -161,7 +167,11 @@ TEST(OpenTableTest, HandlesSurviveAReattach) {
   ASSERT_EQ(live.size(), 2u);
   disk_open.overflow_seen = 9;
   EXPECT_EQ((*again)->Get(*h1), disk_open);
+  // The worker died before confirming h2: the successor still finds it by
+  // the unique a resent OPEN carries.
+  control_open.pending = true;
   EXPECT_EQ((*again)->Get(*h2), control_open);
+  EXPECT_EQ((*again)->FindPending(102), *h2);
   (*again)->Remove(*h1);
   EXPECT_FALSE((*table)->Get(*h1).has_value());  // shared, not copied
   EXPECT_FALSE((*again)->Get(0).has_value());

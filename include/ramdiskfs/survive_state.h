@@ -85,6 +85,10 @@ struct OpenInfo {
   bool passthrough = false;
   bool bypass_writer = false;
   uint64_t overflow_seen = 0;
+  // The OPEN or CREATE request's unique (without FUSE_UNIQUE_RESEND), and
+  // whether its reply may not have reached the kernel yet (see Add).
+  uint64_t unique = 0;
+  bool pending = false;
   bool operator==(const OpenInfo&) const = default;
 };
 
@@ -112,14 +116,23 @@ class OpenTable {
   int fd() const { return fd_; }
   size_t capacity() const { return capacity_; }
 
-  // Records an open. Errors: ENFILE when every slot is taken.
+  // Records an open, pending: the worker confirms it once the kernel has
+  // taken the reply (write() to /dev/fuse returned). A worker that dies in
+  // between leaves it pending, and the next one cannot tell whether the
+  // kernel holds the handle: it counts the open as held, and if the kernel
+  // resends the OPEN (it never got the reply), FindPending(unique) gives the
+  // handle to answer with, so the open is never counted twice. Errors:
+  // ENFILE when every slot is taken.
   absl::StatusOr<uint64_t> Add(const OpenInfo& info);
+  void Confirm(uint64_t handle);
+  // The pending handle recorded for request `unique`, or 0.
+  uint64_t FindPending(uint64_t unique) const;
   // Forgets a handle. No-op for a handle not live.
   void Remove(uint64_t handle);
-  // nullopt for a handle not live (or out of range).
+  // nullopt for a handle neither live nor pending (or out of range).
   std::optional<OpenInfo> Get(uint64_t handle) const;
   void SetOverflowSeen(uint64_t handle, uint64_t seen);
-  // Every live handle with its record, in slot order.
+  // Every live or pending handle with its record, in slot order.
   std::vector<std::pair<uint64_t, OpenInfo>> Live() const;
 
  private:

@@ -25,6 +25,8 @@ namespace {
 
 Filesystem& FsOf(void* userdata) { return *static_cast<Filesystem*>(userdata); }
 
+thread_local uint64_t t_request_unique = 0;
+
 ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
   Filesystem& fs = FsOf(userdata);
   CustomIoState& io = fs.io_state();
@@ -42,6 +44,11 @@ ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
     }
   }
   if (!replayed) n = read(fd, buf, len);
+  if (n >= static_cast<ssize_t>(sizeof(abi::InHeader))) {
+    abi::InHeader h;
+    std::memcpy(&h, buf, sizeof(h));
+    t_request_unique = h.unique;
+  }
   if (n >= static_cast<ssize_t>(sizeof(abi::InHeader) + sizeof(abi::InitIn)) &&
       !io.init_done.load(std::memory_order_relaxed)) {
     abi::InHeader header;
@@ -225,6 +232,8 @@ const fuse_custom_io kCustomIo = {
 }  // namespace
 
 const fuse_custom_io* CustomIo() { return &kCustomIo; }
+
+uint64_t CurrentRequestUnique() { return t_request_unique; }
 
 bool NotifyResend(int device_fd) {
   const abi::OutHeader notify = {sizeof(notify), abi::kNotifyResend, 0};

@@ -78,6 +78,11 @@ struct CustomIoState {
 // must be the Filesystem.
 const fuse_custom_io* CustomIo();
 
+// The unique of the request this thread read last, as the kernel sent it
+// (with FUSE_UNIQUE_RESEND for a resent one): the request its handler is
+// serving, since each loop thread serves what it read.
+uint64_t CurrentRequestUnique();
+
 // Writes FUSE_NOTIFY_RESEND (kernel_abi.h) to /dev/fuse. false with errno
 // set if the kernel refused it (before 6.9: EINVAL).
 bool NotifyResend(int device_fd);

@@ -21,8 +21,10 @@
 #include <time.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "ramdiskfs/control_plane.h"
@@ -89,6 +91,12 @@ class Filesystem final : public KernelNotifier {
   void RestoreOpenFiles();
 
   SurviveFacts& survive() { return survive_; }
+  // Test hook (docs/survive.md): the first supervised worker aborts at the
+  // named point (RAMDISKFS_CRASH_POINT), so tests can kill it exactly there.
+  void set_crash_point(std::string point) { crash_point_ = std::move(point); }
+  void MaybeCrash(std::string_view point) const {
+    if (!crash_point_.empty() && crash_point_ == point) abort();
+  }
   // A supervised worker publishes the table's state to its supervisor from
   // here (set by the session); called after a change the kernel will see
   // (create, delete, mode, read-only, attributes, a new backing id).
@@ -117,6 +125,7 @@ class Filesystem final : public KernelNotifier {
   std::unique_ptr<std::atomic<void*>[]> open_files_;
   SurviveFacts survive_;
   std::function<void()> publish_;
+  std::string crash_point_;
 };
 
 }  // namespace ramdiskfs

@@ -76,13 +76,24 @@ OpenInfo InfoOf(const OpenFile& of) {
 // Gives `of` a handle (the record is in the shared table before the open
 // is answered). Errors: ENFILE when the table is full; `of` is then freed.
 absl::StatusOr<uint64_t> AddHandle(Filesystem& fs, OpenFile* of) {
-  absl::StatusOr<uint64_t> handle = fs.opens().Add(InfoOf(*of));
+  OpenInfo info = InfoOf(*of);
+  info.unique = CurrentRequestUnique() & ~abi::kUniqueResend;
+  absl::StatusOr<uint64_t> handle = fs.opens().Add(info);
   if (!handle.ok()) {
     delete of;
     return handle.status();
   }
   fs.open_files()[*handle - 1].store(of, std::memory_order_release);
   return handle;
+}
+
+// A resent OPEN or CREATE whose open a dead worker recorded (and maybe
+// counted) before its reply got lost: the handle to answer with, or 0.
+uint64_t ResentHandle(Filesystem& fs) {
+  const uint64_t unique = CurrentRequestUnique();
+  if (!(unique & abi::kUniqueResend)) return 0;
+  const uint64_t handle = fs.opens().FindPending(unique & ~abi::kUniqueResend);
+  return handle != 0 && FileOf(fs, handle) != nullptr ? handle : 0;
 }
 
 void DropHandle(Filesystem& fs, uint64_t fh) {
@@ -261,6 +272,12 @@ void OpenDisk(Filesystem& fs, fuse_req_t req, std::shared_ptr<Disk> disk, fuse_f
               const fuse_entry_param* entry) {
   const int access = fi->flags & O_ACCMODE;
   const bool for_write = access != O_RDONLY;
+  if (const uint64_t resent = ResentHandle(fs); resent && FileOf(fs, resent)->disk == disk) {
+    // Counted already (RestoreOpenFiles): answer with the recorded handle.
+    const DiskOpenReply how = fs.passthrough().OpenFlags(*disk, access);
+    if (Passthrough::ReplyOpen(req, entry, resent, how) == 0) fs.opens().Confirm(resent);
+    return;
+  }
   // ENOENT if a delete won the race with this open (its lookup came first).
   if (absl::Status status = disk->Open(for_write); !status.ok()) {
     return ReplyError(req, status);
@@ -283,16 +300,29 @@ void OpenDisk(Filesystem& fs, fuse_req_t req, std::shared_ptr<Disk> disk, fuse_f
     disk->Release(for_write, how.bypass_writer);
     return ReplyError(req, handle.status());
   }
+  fs.MaybeCrash("open-recorded");
   if (Passthrough::ReplyOpen(req, entry, *handle, how) != 0) {
     // The opener went away (interrupted): the kernel sends no RELEASE.
     disk->Release(for_write, how.bypass_writer);
     DropHandle(fs, *handle);
+    return;
   }
+  fs.MaybeCrash("open-replied");
+  fs.opens().Confirm(*handle);
 }
 
 void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
               fuse_file_info* fi) {
   FsOf(req)->passthrough().WaitUntilInitialized();  // the open reply depends on the probe
+  if (const uint64_t resent = ResentHandle(*FsOf(req));
+      resent && FileOf(*FsOf(req), resent)->kind == NodeKind::kDiskFile) {
+    // The dead worker made the disk and recorded its open: finish that.
+    Filesystem& fs = *FsOf(req);
+    Node node = DiskFileNode(FileOf(fs, resent)->disk);
+    fuse_entry_param e;
+    FillEntry(fs, node, &e);
+    return OpenDisk(fs, req, node.disk, fi, &e);
+  }
   absl::StatusOr<Node> node = CreateDiskFile(req, "create", parent, name, mode);
   if (!node.ok()) return ReplyError(req, node.status());
   Filesystem& fs = *FsOf(req);
@@ -316,14 +346,21 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return (void)fuse_reply_err(req, EACCES);
   }
   auto* of = new OpenFile{NodeKind::kControlFile, &info, node.disk, acc != O_RDONLY, false, {}};
+  fi->direct_io = 1;  // reads come to the daemon whatever st_size says
+  fi->keep_cache = 0;
+  fi->nonseekable = 0;
+  if (const uint64_t resent = ResentHandle(fs)) {
+    delete of;
+    fi->fh = resent;
+    if (fuse_reply_open(req, fi) == 0) fs.opens().Confirm(resent);
+    return;
+  }
   if (info.readable) of->content = fs.control().Content(info.file, node.disk.get());
   absl::StatusOr<uint64_t> handle = AddHandle(fs, of);
   if (!handle.ok()) return ReplyError(req, handle.status());
   fi->fh = *handle;
-  fi->direct_io = 1;  // reads come to the daemon whatever st_size says
-  fi->keep_cache = 0;
-  fi->nonseekable = 0;
-  if (fuse_reply_open(req, fi) != 0) DropHandle(fs, *handle);
+  if (fuse_reply_open(req, fi) != 0) return DropHandle(fs, *handle);
+  fs.opens().Confirm(*handle);
 }
 
 // Reads the daemon serves: direct/cached/null disks (dax reads never arrive,

@@ -316,3 +316,27 @@ def test_sighup_upgrades_the_worker_to_the_installed_binary(tmp_path):
         print(f"upgrades: {len(ms)}, stall ms min {ms[0]} median {ms[len(ms) // 2]} max {ms[-1]}")
     finally:
         teardown_mount(mnt)
+
+
+@pytest.mark.parametrize("point", ["open-recorded", "open-replied"])
+@pytest.mark.parametrize("how", ["open", "create"])
+def test_an_open_cut_short_by_a_crash_is_counted_once(mount_factory, monkeypatch, point, how):
+    """The first worker aborts right after recording an open (its reply never reaches
+    the kernel, which resends the OPEN or CREATE) or right after the reply (the kernel
+    holds the handle, nothing is resent). Either way the open is counted once: it is 1
+    while the file is open, 0 after close, and the disk can then be deleted."""
+    monkeypatch.setenv("RAMDISKFS_CRASH_POINT", point)
+    mnt = mount_factory(*SUPERVISE, "--mode", "direct", "--disk", "ram0:16M", wait_disks=["ram0"])
+    name = "ram0" if how == "open" else "fresh"
+    flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if how == "create" else 0)
+    fd = os.open(mnt.disk(name), flags, 0o600)  # the worker dies inside this call
+    try:
+        wait_for(lambda: took_over(mnt, 1), 10, "the takeover")
+        assert "was killed by Aborted" in mnt.log()
+        os.pwrite(fd, b"still works", 0)
+        assert mnt.stats(name)["opens"] == 1
+    finally:
+        os.close(fd)
+    wait_for(lambda: mnt.stats(name)["opens"] == 0, 5, "the release")
+    mnt.write_control("delete", text=name)
+    assert not mnt.disk(name).exists()
