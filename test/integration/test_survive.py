@@ -340,3 +340,74 @@ def test_an_open_cut_short_by_a_crash_is_counted_once(mount_factory, monkeypatch
     wait_for(lambda: mnt.stats(name)["opens"] == 0, 5, "the release")
     mnt.write_control("delete", text=name)
     assert not mnt.disk(name).exists()
+
+
+@pytest.mark.parametrize("mode", ["dax", "direct", "cached"])
+def test_random_operations_against_a_shadow_survive_kills(mount_factory, mode):
+    """An fsx-like verifier: random pwrite, pread, O_DIRECT write and read, hole punch and
+    shared-mmap stores and loads on ram0, each checked against a shadow copy, with fds
+    kept open (and new ones opened) across worker kills. Every byte must match, every
+    call must succeed."""
+    from support.io import fallocate, mmap_read, mmap_write, odirect_pread, odirect_pwrite
+    size = 4 << 20
+    mnt = mount_factory(*SUPERVISE, "--disk", f"ram0:{size}:mode={mode}", wait_disks=["ram0"])
+    path = mnt.disk("ram0")
+    shadow = bytearray(size)
+    rng = random.Random(13)
+    kills = max(3, KILLS // 2)
+    stop = threading.Event()
+    killer_errors = []
+
+    def killer():
+        try:
+            for _ in range(kills):
+                if stop.wait(KILL_GAP * rng.uniform(1.0, 1.3)):
+                    return
+                kill_worker(mnt)
+        except Exception as e:  # reported by the main thread
+            killer_errors.append(e)
+
+    thread = threading.Thread(target=killer)
+    fd = os.open(path, os.O_RDWR)
+    ops = 0
+    thread.start()
+    try:
+        while thread.is_alive() or ops < 200:
+            op = rng.choice(["write", "read", "dwrite", "dread", "punch", "mwrite", "mread"])
+            if op in ("dwrite", "dread", "punch", "mread"):
+                off = rng.randrange(0, size // 4096) * 4096
+                length = min(rng.randrange(1, 64) * 4096, size - off)
+            else:
+                off = rng.randrange(0, size - 1)
+                length = min(rng.randrange(1, 200000), size - off)
+            if op == "write":
+                data = rng.randbytes(length)
+                assert os.pwrite(fd, data, off) == length
+                shadow[off:off + length] = data
+            elif op == "read":
+                assert os.pread(fd, length, off) == shadow[off:off + length], (op, off, length)
+            elif op == "dwrite":
+                data = rng.randbytes(length)
+                odirect_pwrite(path, data, off)
+                shadow[off:off + length] = data
+            elif op == "dread":
+                assert odirect_pread(path, length, off) == shadow[off:off + length], (op, off)
+            elif op == "punch":
+                fallocate(fd, 0x03, off, length)  # PUNCH_HOLE | KEEP_SIZE
+                shadow[off:off + length] = bytes(length)
+            elif op == "mwrite":
+                data = rng.randbytes(length)
+                mmap_write(path, data, off)
+                shadow[off:off + length] = data
+            else:
+                assert mmap_read(path, length, off) == shadow[off:off + length], (op, off)
+            ops += 1
+    finally:
+        stop.set()
+        thread.join()
+        os.close(fd)
+    assert not killer_errors, killer_errors
+    with open(path, "rb") as f:
+        assert sha(f.read()) == sha(bytes(shadow))
+    assert mnt.stats()["restarts"] == kills
+    print(f"{mode}: {ops} operations, {kills} kills")
