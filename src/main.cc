@@ -28,6 +28,7 @@
 #include "ramdiskfs/size.h"
 #include "ramdiskfs/status.h"
 #include "src/fuse/filesystem.h"
+#include "src/fuse/notify.h"
 #include "src/fuse/session.h"
 #include "src/fuse/supervisor.h"
 
@@ -171,6 +172,7 @@ int WorkerMain(Config config, int socket_fd) {
   table.SetChangeObserver([&link, &table] { link.PublishState(table); });
   fs.set_state_publisher([&link, &table] { link.PublishState(table); });
   fs.survive().supervised = true;
+  SetNotifyPid(getppid());  // READY=1 and STOPPING=1 come from the main process
   if (const char* point = getenv("RAMDISKFS_CRASH_POINT"); point && h.restarts == 0) {
     fs.set_crash_point(point);
   }

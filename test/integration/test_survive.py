@@ -411,3 +411,26 @@ def test_random_operations_against_a_shadow_survive_kills(mount_factory, mode):
         assert sha(f.read()) == sha(bytes(shadow))
     assert mnt.stats()["restarts"] == kills
     print(f"{mode}: {ops} operations, {kills} kills")
+
+
+def test_systemd_hears_ready_from_the_supervisor(mount_factory, monkeypatch, tmp_path):
+    """Type=notify with NotifyAccess=main: READY=1 must come with the supervisor's pid
+    (the main process), although the worker is the one that knows when INIT is done."""
+    import socket
+    import struct
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    sock.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    try:
+        mnt = mount_factory(*SUPERVISE, "--disk", "ram0:16M", wait_disks=["ram0"])
+        while True:
+            data, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            if b"READY=1" in data:
+                break
+        (pid,) = [struct.unpack("iII", p[:12])[0] for level, kind, p in anc
+                  if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS]
+        assert pid == mnt.proc.pid
+    finally:
+        sock.close()
