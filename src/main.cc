@@ -168,6 +168,12 @@ int WorkerMain(Config config, int socket_fd) {
   }
   Filesystem fs(&table, MakeFilesystemOptions(config, dax_required), *std::move(opens));
   fs.RestoreOpenFiles();
+  absl::StatusOr<std::unique_ptr<ReplyLog>> replies = ReplyLog::Attach(h.reply_log_fd);
+  if (!replies.ok()) {
+    Log("worker: ", replies.status().ToString());
+    return kExitMountFailure;
+  }
+  fs.set_replies(*std::move(replies));
   SupervisorLink link(h.socket_fd);
   table.SetChangeObserver([&link, &table] { link.PublishState(table); });
   fs.set_state_publisher([&link, &table] { link.PublishState(table); });

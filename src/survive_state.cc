@@ -290,4 +290,73 @@ std::vector<std::pair<uint64_t, OpenInfo>> OpenTable::Live() const {
   return live;
 }
 
+// ---- ReplyLog ----------------------------------------------------------------------
+
+struct ReplyLog::Entry {
+  std::atomic<uint64_t> unique;  // 0: empty
+  std::atomic<int64_t> err;
+};
+
+absl::StatusOr<std::unique_ptr<ReplyLog>> ReplyLog::Create() {
+  int fd = memfd_create("ramdiskfs:replies", MFD_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, "memfd_create(reply log)");
+  if (ftruncate(fd, static_cast<off_t>(kCapacity * sizeof(Entry))) != 0) {
+    int err = errno;
+    close(fd);
+    return ErrnoStatus(err, "ftruncate(reply log)");
+  }
+  return Attach(fd);
+}
+
+absl::StatusOr<std::unique_ptr<ReplyLog>> ReplyLog::Attach(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != kCapacity * sizeof(Entry)) {
+    close(fd);
+    return absl::InvalidArgumentError("not a reply log");
+  }
+  void* map = mmap(nullptr, kCapacity * sizeof(Entry), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) {
+    int err = errno;
+    close(fd);
+    return ErrnoStatus(err, "mmap(reply log)");
+  }
+  return std::unique_ptr<ReplyLog>(new ReplyLog(fd, static_cast<Entry*>(map)));
+}
+
+ReplyLog::ReplyLog(int fd, Entry* entries) : fd_(fd), entries_(entries) {
+  // Continue after the newest entry a predecessor wrote (uniques only grow).
+  uint64_t newest = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < kCapacity; ++i) {
+    const uint64_t u = entries_[i].unique.load(std::memory_order_relaxed);
+    if (u > newest) {
+      newest = u;
+      at = i + 1;
+    }
+  }
+  next_ = at;
+}
+
+ReplyLog::~ReplyLog() {
+  munmap(entries_, kCapacity * sizeof(Entry));
+  close(fd_);
+}
+
+void ReplyLog::Record(uint64_t unique, int err) {
+  Entry& e = entries_[next_.fetch_add(1, std::memory_order_relaxed) % kCapacity];
+  e.unique.store(0, std::memory_order_release);  // never a half-written pair
+  e.err.store(err, std::memory_order_relaxed);
+  e.unique.store(unique, std::memory_order_release);
+}
+
+std::optional<int> ReplyLog::Find(uint64_t unique) const {
+  if (unique == 0) return std::nullopt;
+  for (size_t i = 0; i < kCapacity; ++i) {
+    if (entries_[i].unique.load(std::memory_order_acquire) == unique) {
+      return static_cast<int>(entries_[i].err.load(std::memory_order_relaxed));
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace ramdiskfs

@@ -197,5 +197,25 @@ TEST(OpenTableTest, ForeignFileIsRefused) {
   EXPECT_FALSE(OpenTable::Attach(fd).ok());
 }
 
+TEST(ReplyLogTest, OutcomesSurviveAReattachAndTheRingWraps) {
+  auto log = ReplyLog::Create();
+  ASSERT_TRUE(log.ok()) << log.status();
+  (*log)->Record(10, 0);
+  (*log)->Record(12, EEXIST);
+  auto again = ReplyLog::Attach(fcntl((*log)->fd(), F_DUPFD_CLOEXEC, 0));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->Find(10), 0);
+  EXPECT_EQ((*again)->Find(12), EEXIST);
+  EXPECT_FALSE((*again)->Find(14).has_value());
+  EXPECT_FALSE((*again)->Find(0).has_value());
+  // The successor appends after its predecessor's newest entry.
+  for (uint64_t u = 100; u < 100 + ReplyLog::kCapacity - 2; ++u) (*again)->Record(u, 0);
+  EXPECT_EQ((*again)->Find(12), EEXIST);
+  (*again)->Record(99999, 0);
+  (*again)->Record(99998, 0);
+  (*again)->Record(99997, 0);  // wrapped: the oldest goes first
+  EXPECT_FALSE((*again)->Find(10).has_value());
+}
+
 }  // namespace
 }  // namespace ramdiskfs

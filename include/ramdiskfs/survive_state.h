@@ -144,6 +144,38 @@ class OpenTable {
   std::atomic<size_t> hint_{0};
 };
 
+// The outcome of recent non-idempotent requests (making or deleting a disk,
+// a control-file write), in a shared memfd like OpenTable's: a worker
+// records the errno after doing the work and before replying, so that its
+// successor answers a resent request (FUSE_UNIQUE_RESEND) from here instead
+// of doing it again (which would fail with EEXIST or ENOENT, or switch a
+// mode back). A ring of kCapacity entries: the kernel resends only what was
+// in flight, far fewer. Thread-safe.
+class ReplyLog {
+ public:
+  static constexpr size_t kCapacity = 4096;
+  // Errors: memfd_create, ftruncate, mmap.
+  static absl::StatusOr<std::unique_ptr<ReplyLog>> Create();
+  // Maps an existing log (`fd` is taken over). Errors: as OpenTable::Attach.
+  static absl::StatusOr<std::unique_ptr<ReplyLog>> Attach(int fd);
+  ~ReplyLog();
+  ReplyLog(const ReplyLog&) = delete;
+  ReplyLog& operator=(const ReplyLog&) = delete;
+
+  int fd() const { return fd_; }
+  // `unique` without FUSE_UNIQUE_RESEND; `err` 0 for success.
+  void Record(uint64_t unique, int err);
+  // The errno recorded for `unique`, or nullopt.
+  std::optional<int> Find(uint64_t unique) const;
+
+ private:
+  struct Entry;
+  ReplyLog(int fd, Entry* entries);
+  int fd_;
+  Entry* entries_;
+  std::atomic<uint64_t> next_{0};
+};
+
 }  // namespace ramdiskfs
 
 #endif  // RAMDISKFS_SURVIVE_STATE_H_

@@ -91,6 +91,10 @@ class Filesystem final : public KernelNotifier {
   void RestoreOpenFiles();
 
   SurviveFacts& survive() { return survive_; }
+  // A supervised worker's log of non-idempotent requests' outcomes
+  // (survive_state.h); nullptr unsupervised.
+  ReplyLog* replies() { return replies_.get(); }
+  void set_replies(std::unique_ptr<ReplyLog> replies) { replies_ = std::move(replies); }
   // Test hook (docs/survive.md): the first supervised worker aborts at the
   // named point (RAMDISKFS_CRASH_POINT), so tests can kill it exactly there.
   void set_crash_point(std::string point) { crash_point_ = std::move(point); }
@@ -126,6 +130,7 @@ class Filesystem final : public KernelNotifier {
   SurviveFacts survive_;
   std::function<void()> publish_;
   std::string crash_point_;
+  std::unique_ptr<ReplyLog> replies_;
 };
 
 }  // namespace ramdiskfs

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -94,6 +95,22 @@ uint64_t ResentHandle(Filesystem& fs) {
   if (!(unique & abi::kUniqueResend)) return 0;
   const uint64_t handle = fs.opens().FindPending(unique & ~abi::kUniqueResend);
   return handle != 0 && FileOf(fs, handle) != nullptr ? handle : 0;
+}
+
+// A resent non-idempotent request (making or deleting a disk, a control
+// write) that a dead worker did and recorded before its reply got lost:
+// the errno it had. nullopt: do it (it was not done, or not recorded).
+std::optional<int> DoneBefore(Filesystem& fs) {
+  const uint64_t unique = CurrentRequestUnique();
+  if (!(unique & abi::kUniqueResend) || fs.replies() == nullptr) return std::nullopt;
+  return fs.replies()->Find(unique & ~abi::kUniqueResend);
+}
+
+// After the work, before the reply (a supervised worker only).
+void RecordDone(Filesystem& fs, int err) {
+  if (fs.replies() == nullptr) return;
+  fs.replies()->Record(CurrentRequestUnique() & ~abi::kUniqueResend, err);
+  fs.MaybeCrash("request-done");
 }
 
 void DropHandle(Filesystem& fs, uint64_t fh) {
@@ -247,10 +264,19 @@ absl::StatusOr<Node> CreateDiskFile(fuse_req_t req, std::string_view what, fuse_
 }
 
 void OnMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  absl::StatusOr<Node> node = CreateDiskFile(req, "mknod", parent, name, mode);
-  if (!node.ok()) return ReplyError(req, node.status());
+  Filesystem& fs = *FsOf(req);
   fuse_entry_param e;
-  FillEntry(*FsOf(req), *node, &e);
+  if (std::optional<int> done = DoneBefore(fs)) {
+    if (*done != 0) return (void)fuse_reply_err(req, *done);
+    std::shared_ptr<Disk> disk = fs.table().Find(name);
+    if (!disk) return (void)fuse_reply_err(req, ENOENT);  // deleted since
+    FillEntry(fs, DiskFileNode(std::move(disk)), &e);
+    return (void)fuse_reply_entry(req, &e);
+  }
+  absl::StatusOr<Node> node = CreateDiskFile(req, "mknod", parent, name, mode);
+  RecordDone(fs, StatusToErrno(node.status()));
+  if (!node.ok()) return ReplyError(req, node.status());
+  FillEntry(fs, *node, &e);
   fuse_reply_entry(req, &e);
 }
 
@@ -265,7 +291,11 @@ void OnRename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, 
 
 void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   if (parent != kRootIno) return (void)fuse_reply_err(req, EPERM);
-  fuse_reply_err(req, StatusToErrno(FsOf(req)->control().Unlink(true, name)));
+  Filesystem& fs = *FsOf(req);
+  if (std::optional<int> done = DoneBefore(fs)) return (void)fuse_reply_err(req, *done);
+  const int err = StatusToErrno(fs.control().Unlink(true, name));
+  RecordDone(fs, err);
+  fuse_reply_err(req, err);
 }
 
 void OpenDisk(Filesystem& fs, fuse_req_t req, std::shared_ptr<Disk> disk, fuse_file_info* fi,
@@ -456,10 +486,16 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
     if (!n.ok()) return ReplyError(req, n.status());
     return (void)fuse_reply_write(req, *n);
   }
+  Filesystem& fs = *FsOf(req);
+  if (std::optional<int> done = DoneBefore(fs)) {
+    if (*done != 0) return (void)fuse_reply_err(req, *done);
+    return (void)fuse_reply_write(req, size);
+  }
   absl::Status status =
-      FsOf(req)->control().Write(of->file->file, of->disk, static_cast<uint64_t>(off), {buf, size});
+      fs.control().Write(of->file->file, of->disk, static_cast<uint64_t>(off), {buf, size});
   // A control write may change a mode, a flag, the table or the cap.
-  FsOf(req)->PublishState();
+  fs.PublishState();
+  RecordDone(fs, StatusToErrno(status));
   if (!status.ok()) return ReplyError(req, status);
   fuse_reply_write(req, size);
 }

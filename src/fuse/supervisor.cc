@@ -197,6 +197,7 @@ class Supervisor {
   int device_fd_ = -1;
   int pool_fd_ = -1;
   int open_table_fd_ = -1;
+  int reply_log_fd_ = -1;
   int state_fd_ = -1;           // the last whole state
   std::vector<int> store_fds_;  // its backing files
   StateInFlight incoming_;
@@ -257,7 +258,7 @@ bool Supervisor::Spawn() {
   hello.a = started_ == 0 ? 0 : started_;  // restarts before this worker
   hello.b = static_cast<uint64_t>(died_at_ns_);
   hello.c = static_cast<uint64_t>(pool_fd_ >= 0 ? StoreKind::kTmpfs : StoreKind::kMemfd);
-  std::vector<int> fds = {device_fd_, open_table_fd_};
+  std::vector<int> fds = {device_fd_, open_table_fd_, reply_log_fd_};
   if (pool_fd_ >= 0) fds.push_back(pool_fd_);
   ++started_;
   if (!Send(sock_, hello, init_request_, fds.data(), fds.size()) ||
@@ -407,10 +408,15 @@ int Supervisor::Run(DiskTable& table, MemoryPool& pool) {
   for (const DiskState& d : initial.disks) (void)table.Delete(d.name);
   absl::StatusOr<int> state_fd = MakeStateMemfd(initial);
   absl::StatusOr<std::unique_ptr<OpenTable>> opens = OpenTable::Create(OpenTable::kDefaultCapacity);
-  if (!state_fd.ok() || !opens.ok()) {
-    Log("supervisor: ", (state_fd.ok() ? opens.status() : state_fd.status()).ToString());
+  absl::StatusOr<std::unique_ptr<ReplyLog>> replies = ReplyLog::Create();
+  if (!state_fd.ok() || !opens.ok() || !replies.ok()) {
+    Log("supervisor: ", (!state_fd.ok() ? state_fd.status()
+                         : !opens.ok()  ? opens.status()
+                                        : replies.status())
+                            .ToString());
     return kExitMountFailure;
   }
+  reply_log_fd_ = (*replies)->fd();
   state_fd_ = *state_fd;
   open_table_fd_ = (*opens)->fd();
   pool_fd_ = pool.mount_fd();
@@ -524,7 +530,7 @@ absl::StatusOr<WorkerHandoff> ReceiveHandoff(int socket_fd) {
   Message m;
   std::string payload;
   std::vector<int> fds;
-  if (Receive(socket_fd, &m, &payload, &fds) != 1 || m.type != kHello || fds.size() < 2) {
+  if (Receive(socket_fd, &m, &payload, &fds) != 1 || m.type != kHello || fds.size() < 3) {
     CloseAll(fds);
     return absl::InternalError("no handoff from the supervisor");
   }
@@ -534,7 +540,8 @@ absl::StatusOr<WorkerHandoff> ReceiveHandoff(int socket_fd) {
   h.init_request = payload;
   h.device_fd = fds[0];
   h.open_table_fd = fds[1];
-  h.pool_fd = fds.size() > 2 ? fds[2] : -1;
+  h.reply_log_fd = fds[2];
+  h.pool_fd = fds.size() > 3 ? fds[3] : -1;
   fds.clear();
   if (Receive(socket_fd, &m, &payload, &fds) != 1 || m.type != kState || fds.size() != 1) {
     CloseAll(fds);

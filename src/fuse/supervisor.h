@@ -49,6 +49,7 @@ struct WorkerHandoff {
   int socket_fd = -1;
   int device_fd = -1;
   int open_table_fd = -1;
+  int reply_log_fd = -1;
   int pool_fd = -1;  // tmpfs root, or -1 (memfd store)
   StoreKind store_kind = StoreKind::kMemfd;
   uint64_t restarts = 0;     // workers started before this one, minus 1 (0: the first)

@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -434,3 +435,31 @@ def test_systemd_hears_ready_from_the_supervisor(mount_factory, monkeypatch, tmp
         assert pid == mnt.proc.pid
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("what", ["new", "delete", "mode", "mknod", "unlink"])
+def test_a_change_cut_short_by_a_crash_is_done_once(mount_factory, monkeypatch, what):
+    """The first worker aborts after making the change and recording its outcome, before
+    the reply: the kernel resends the request, and the successor answers it from the
+    record instead of doing it again (which would fail with EEXIST or ENOENT). The table
+    then agrees with what the kernel was told."""
+    monkeypatch.setenv("RAMDISKFS_CRASH_POINT", "request-done")
+    mnt = mount_factory(*SUPERVISE, "--disk", "ram0:16M:mode=direct", wait_disks=["ram0"])
+    if what == "new":
+        mnt.write_control("new", text="made 1M")
+        assert mnt.disk("made").exists()
+    elif what == "delete":
+        mnt.write_control("delete", text="ram0")
+        assert not mnt.disk("ram0").exists()
+    elif what == "mode":
+        mnt.write_control("ram0", "mode", text="cached")
+        assert mnt.stats("ram0")["mode"] == "cached"
+    elif what == "mknod":
+        os.mknod(mnt.disk("made"), 0o600 | stat.S_IFREG)
+        assert mnt.disk("made").exists()
+    else:
+        os.unlink(mnt.disk("ram0"))
+        assert not mnt.disk("ram0").exists()
+    assert took_over(mnt, 1) and "was killed by Aborted" in mnt.log()
+    assert mnt.stats()["disks"] == (2 if what in ("new", "mknod") else
+                                    0 if what in ("delete", "unlink") else 1)
