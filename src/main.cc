@@ -140,7 +140,14 @@ bool DaxRequired(const Config& config) {
 
 // A supervised worker (src/fuse/supervisor.h): everything it serves comes
 // from the supervisor; nothing is made from the command line but options.
+int64_t MonotonicNowMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
+}
+
 int WorkerMain(Config config, int socket_fd) {
+  const int64_t started_ms = MonotonicNowMs();  // after exec and the dynamic loader
   unsetenv(kWorkerFdEnv);
   if (const char* mp = getenv("RAMDISKFS_MOUNTPOINT")) config.mountpoint = mp;
   InitLog(/*will_detach=*/!config.foreground);
@@ -191,7 +198,8 @@ int WorkerMain(Config config, int socket_fd) {
     io.replay_pending = true;
     io.replaying = true;
     const int64_t died_at = h.died_at_ns;
-    io.after_replayed_init = [&fs, died_at](int device_fd) {
+    const int64_t restored_ms = MonotonicNowMs();
+    io.after_replayed_init = [&fs, died_at, started_ms, restored_ms](int device_fd) {
       // Every request the dead worker read and did not answer goes back on
       // the kernel's pending list, its unique with FUSE_UNIQUE_RESEND.
       const bool ok = NotifyResend(device_fd);
@@ -203,7 +211,10 @@ int WorkerMain(Config config, int socket_fd) {
       Log("worker ", getpid(), " took over (restart ", fs.survive().restarts, "): ",
           ok ? "in-flight requests resent"
              : absl::StrCat("FUSE_NOTIFY_RESEND failed: ", strerror(err)),
-          "; ", fs.survive().last_stall_ms, " ms since the previous worker died");
+          "; ", fs.survive().last_stall_ms,
+          " ms since the previous worker died (to exec'd: ", started_ms - died_at / 1'000'000,
+          " ms, handoff and restore: ", restored_ms - started_ms,
+          " ms, session and INIT replay: ", MonotonicNowMs() - restored_ms, " ms)");
     };
   }
   link.PublishState(table);  // the supervisor's copy now matches what this worker serves
