@@ -705,8 +705,8 @@ void Filesystem::RestoreOpenFiles() {
       if (of->file->readable) of->content = control().Content(of->file->file, disk.get());
       ++controls;
     } else {
-      // The disk is gone (deleted while the worker died): the handle stays
-      // until its RELEASE, and every other request on it fails with EBADF.
+      // The disk is gone (deleted while the worker died): the handle is
+      // forgotten, and every request on it, RELEASE too, gets EBADF.
       delete of;
       opens().Remove(handle);
       ++stale;
