@@ -575,8 +575,8 @@ std::string UsageText(std::string_view program) {
       "                      1..",
       kMaxUringDepth, " (default ", kDefaultUringDepth,
       ")\n"
-      "  --uring-poll-us N   after a reply, one thread per queue polls its ring this\n"
-      "                      many microseconds before it sleeps, 0..",
+      "  --uring-poll-us N   after a reply, one thread per queue polls its ring for\n"
+      "                      N us before it sleeps, 0..",
       kMaxUringPollUs, " (default ", kDefaultUringPollUs,
       "; 0: never)\n"
       "\n"
