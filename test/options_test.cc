@@ -401,8 +401,8 @@ TEST(ParseCommandLineTest, TransportAndUringDepth) {
   EXPECT_EQ(config->uring_depth, 4);
   EXPECT_EQ(config->uring_poll_us, 0);
 
-  config = Parse(
-      {"/mnt", "--transport=uring", "-o", "transport=dev,uring_depth=64,uring_poll_us=1000"});
+  config =
+      Parse({"/mnt", "--transport=uring", "-o", "transport=dev,uring_depth=64,uring_poll_us=1000"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->transport, Transport::kDev);  // the last one wins
   EXPECT_EQ(config->uring_depth, kMaxUringDepth);
