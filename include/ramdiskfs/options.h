@@ -70,8 +70,10 @@ absl::StatusOr<Transport> ParseTransport(std::string_view text);
 inline constexpr int kDefaultUringDepth = 16;
 inline constexpr int kMaxUringDepth = 64;
 // After it commits a reply, one thread per queue polls its ring for this
-// long before it sleeps (docs/design.md, "Transport"); 0: never polls.
-inline constexpr int kDefaultUringPollUs = 20;
+// long before it sleeps (docs/design.md, "The poll window"); 0: never polls.
+// Off by default: the poller spins on the CPU its queue is pinned to, which
+// the caller and the timer thread of injected latency need.
+inline constexpr int kDefaultUringPollUs = 0;
 inline constexpr int kMaxUringPollUs = 1000;
 
 struct DiskSpec {
