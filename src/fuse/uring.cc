@@ -242,10 +242,13 @@ void UringTransport::Entry::Run() {
       }
       break;
     }
-    owner->serving_[qid].fetch_add(1, std::memory_order_relaxed);
+    // Only the poll window reads serving_: without it, no shared counter
+    // on every request.
+    const bool counted = owner->poll_us_ > 0;
+    if (counted) owner->serving_[qid].fetch_add(1, std::memory_order_relaxed);
     Serve();
     const bool replied = WaitReply();
-    owner->serving_[qid].fetch_sub(1, std::memory_order_relaxed);
+    if (counted) owner->serving_[qid].fetch_sub(1, std::memory_order_relaxed);
     if (!replied) break;  // stopping with the reply never sent
     PrepCommand(abi::kRingCmdCommitAndFetch, commit_id);
     if (PollAfterCommit(&r)) continue;  // the loop's wait finds the CQE, if one came
