@@ -73,6 +73,9 @@ const GlobalStat kGlobalStats[] = {
     {"io_flusher",
      [](DiskTable&, const ConnectionFacts&) { return std::string(IoFlusherSet() ? "1" : "0"); }},
     {"transport", [](DiskTable&, const ConnectionFacts& f) { return std::string(f.transport); }},
+    {"restarts", [](DiskTable&, const ConnectionFacts& f) { return Num(f.restarts); }},
+    {"last_stall_ms",
+     [](DiskTable&, const ConnectionFacts& f) { return absl::StrCat(f.last_stall_ms); }},
 };
 
 }  // namespace

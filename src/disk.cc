@@ -53,6 +53,13 @@ absl::Status Disk::Open(bool for_write) {
   return absl::OkStatus();
 }
 
+void Disk::AdoptOpen(bool for_write, bool bypass_writer) {
+  std::lock_guard lock(mu_);
+  opens_.fetch_add(1);
+  if (for_write) write_opens_.fetch_add(1);
+  if (bypass_writer) bypass_writers_.fetch_add(1);
+}
+
 absl::Status Disk::AddBypassWriter() {
   std::lock_guard lock(mu_);
   if (readonly()) return ReadOnlyError();

@@ -1,5 +1,7 @@
 #include "ramdiskfs/disk_table.h"
 
+#include <unistd.h>
+
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
@@ -41,7 +43,41 @@ absl::StatusOr<std::shared_ptr<Disk>> DiskTable::Create(NewDisk spec) {
   disk->set_dax_fallback(dax_fallback_);
   by_name_.emplace(disk->name(), disk);
   by_id_.emplace(disk->id(), disk);
+  lock.unlock();
+  NotifyChanged();
   return disk;
+}
+
+absl::StatusOr<std::shared_ptr<Disk>> DiskTable::Adopt(uint64_t id, NewDisk spec, int fd) {
+  absl::Status valid = ValidateDiskName(spec.name);
+  if (!valid.ok() || id == 0) {
+    close(fd);
+    return valid.ok() ? absl::InvalidArgumentError("disk id 0") : valid;
+  }
+  RDFS_ASSIGN_OR_RETURN(std::unique_ptr<PageStore> store, PageStore::Adopt(pool_, fd));
+  std::unique_lock lock(mu_);
+  if (by_name_.contains(spec.name) || by_id_.contains(id)) {
+    return ErrnoStatus(EEXIST, absl::StrCat("disk ", spec.name, " (id ", id, ") exists"));
+  }
+  auto disk = std::make_shared<Disk>(id, spec.name, std::move(store), spec.mode, spec.readonly,
+                                     spec.attributes, spec.growing);
+  disk->set_dax_fallback(dax_fallback_);
+  by_name_.emplace(disk->name(), disk);
+  by_id_.emplace(id, disk);
+  if (next_id_ <= id) next_id_ = id + 1;
+  lock.unlock();
+  NotifyChanged();
+  return disk;
+}
+
+uint64_t DiskTable::next_id() const {
+  std::shared_lock lock(mu_);
+  return next_id_;
+}
+
+void DiskTable::RaiseNextId(uint64_t id) {
+  std::unique_lock lock(mu_);
+  if (next_id_ < id) next_id_ = id;
 }
 
 absl::Status DiskTable::Delete(std::string_view name) {
@@ -53,6 +89,8 @@ absl::Status DiskTable::Delete(std::string_view name) {
   doomed = it->second;
   by_id_.erase(doomed->id());
   by_name_.erase(it);
+  lock.unlock();
+  NotifyChanged();
   return absl::OkStatus();
 }
 

@@ -28,7 +28,9 @@
 #include "ramdiskfs/size.h"
 #include "ramdiskfs/status.h"
 #include "src/fuse/filesystem.h"
+#include "src/fuse/notify.h"
 #include "src/fuse/session.h"
+#include "src/fuse/supervisor.h"
 
 namespace ramdiskfs {
 namespace {
@@ -118,6 +120,107 @@ absl::Status LoadImage(const std::string& path, Disk& disk) {
   return absl::OkStatus();
 }
 
+// The filesystem's options, the same in a daemon, a supervisor's first
+// worker and every worker after it.
+FilesystemOptions MakeFilesystemOptions(const Config& config, bool dax_required) {
+  FilesystemOptions fs_options;
+  fs_options.uid = getuid();
+  fs_options.gid = getgid();
+  fs_options.default_mode = config.default_mode.value_or(DataMode::kDax);
+  fs_options.dax_required = dax_required;
+  fs_options.readonly = config.readonly;
+  return fs_options;
+}
+
+bool DaxRequired(const Config& config) {
+  bool dax_required = config.default_mode == DataMode::kDax;
+  for (const DiskSpec& spec : config.disks) dax_required |= spec.mode == DataMode::kDax;
+  return dax_required;
+}
+
+// A supervised worker (src/fuse/supervisor.h): everything it serves comes
+// from the supervisor; nothing is made from the command line but options.
+int64_t MonotonicNowMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+int WorkerMain(Config config, int socket_fd) {
+  const int64_t started_ms = MonotonicNowMs();  // after exec and the dynamic loader
+  unsetenv(kWorkerFdEnv);
+  if (const char* mp = getenv("RAMDISKFS_MOUNTPOINT")) config.mountpoint = mp;
+  InitLog(/*will_detach=*/!config.foreground);
+  if (!config.foreground) LogDetached();
+  absl::StatusOr<WorkerHandoff> handoff = ReceiveHandoff(socket_fd);
+  if (!handoff.ok()) {
+    Log("worker: ", handoff.status().ToString());
+    return kExitMountFailure;
+  }
+  WorkerHandoff& h = *handoff;
+  std::unique_ptr<MemoryPool> pool =
+      MemoryPool::Adopt(h.store_kind, h.pool_fd, h.state.max_memory_bytes);
+  const std::string dax_problem = DaxPrecheck(*pool);
+  const bool dax_required = DaxRequired(config);
+  DiskTable table(pool.get());
+  table.SetDaxFallback(dax_problem.empty() ? "not_connected" : "precheck");
+  if (absl::Status restored = RestoreTable(h.state, std::move(h.store_fds), &table);
+      !restored.ok()) {
+    Log("worker: restoring the disk table: ", restored.ToString());  // serve what came back
+  }
+  absl::StatusOr<std::unique_ptr<OpenTable>> opens = OpenTable::Attach(h.open_table_fd);
+  if (!opens.ok()) {
+    Log("worker: ", opens.status().ToString());
+    return kExitMountFailure;
+  }
+  Filesystem fs(&table, MakeFilesystemOptions(config, dax_required), *std::move(opens));
+  fs.RestoreOpenFiles();
+  absl::StatusOr<std::unique_ptr<ReplyLog>> replies = ReplyLog::Attach(h.reply_log_fd);
+  if (!replies.ok()) {
+    Log("worker: ", replies.status().ToString());
+    return kExitMountFailure;
+  }
+  fs.set_replies(*std::move(replies));
+  SupervisorLink link(h.socket_fd);
+  table.SetChangeObserver([&link, &table] { link.PublishState(table); });
+  fs.set_state_publisher([&link, &table] { link.PublishState(table); });
+  fs.survive().supervised = true;
+  SetNotifyPid(getppid());  // READY=1 and STOPPING=1 come from the main process
+  if (const char* point = getenv("RAMDISKFS_CRASH_POINT"); point && h.restarts == 0) {
+    fs.set_crash_point(point);
+  }
+  fs.survive().restarts = h.restarts;
+  CustomIoState& io = fs.io_state();
+  if (h.init_request.empty()) {
+    io.on_init_request = [&link](std::string_view init) { link.SendInit(init); };
+  } else {
+    io.replay_init = h.init_request;
+    io.replay_pending = true;
+    io.replaying = true;
+    const int64_t died_at = h.died_at_ns;
+    const int64_t restored_ms = MonotonicNowMs();
+    io.after_replayed_init = [&fs, died_at, started_ms, restored_ms](int device_fd) {
+      // Every request the dead worker read and did not answer goes back on
+      // the kernel's pending list, its unique with FUSE_UNIQUE_RESEND.
+      const bool ok = NotifyResend(device_fd);
+      const int err = errno;
+      struct timespec ts;
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      const int64_t now = int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+      fs.survive().last_stall_ms = died_at > 0 ? (now - died_at) / 1'000'000 : -1;
+      Log("worker ", getpid(), " took over (restart ", fs.survive().restarts, "): ",
+          ok ? "in-flight requests resent"
+             : absl::StrCat("FUSE_NOTIFY_RESEND failed: ", strerror(err)),
+          "; ", fs.survive().last_stall_ms,
+          " ms since the previous worker died (to exec'd: ", started_ms - died_at / 1'000'000,
+          " ms, handoff and restore: ", restored_ms - started_ms,
+          " ms, session and INIT replay: ", MonotonicNowMs() - restored_ms, " ms)");
+    };
+  }
+  link.PublishState(table);  // the supervisor's copy now matches what this worker serves
+  return RunSession(config, fs, h.device_fd);
+}
+
 int Main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
   struct sysinfo si;
@@ -138,6 +241,16 @@ int Main(int argc, char** argv) {
     printf("ramdiskfs %s\n", RAMDISKFS_VERSION);
     return 0;
   }
+  if (config.supervise) {
+    // A restart replays INIT and resends over /dev/fuse; io_uring queues
+    // belong to the dead worker's ring (docs/survive.md).
+    if (config.transport == Transport::kUring) {
+      fprintf(stderr, "ramdiskfs: --supervise works with --transport dev only (for now)\n");
+      return kExitUsage;
+    }
+    config.transport = Transport::kDev;
+  }
+  if (const char* worker_fd = getenv(kWorkerFdEnv)) return WorkerMain(config, atoi(worker_fd));
   struct stat mst;
   if (stat(config.mountpoint.c_str(), &mst) != 0 || !S_ISDIR(mst.st_mode)) {
     fprintf(stderr, "ramdiskfs: mountpoint '%s': %s\n", config.mountpoint.c_str(),
@@ -251,13 +364,15 @@ int Main(int argc, char** argv) {
     Log("dax mode unavailable: ", dax_problem, "; disks use direct mode");
   }
 
-  FilesystemOptions fs_options;
-  fs_options.uid = getuid();
-  fs_options.gid = getgid();
-  fs_options.default_mode = default_mode;
-  fs_options.dax_required = dax_required;
-  fs_options.readonly = config.readonly;
-  Filesystem fs(&table, fs_options);
+  if (config.supervise) {
+    // FUSE_NOTIFY_RESEND came with passthrough, in 6.9.
+    if (!KernelHasPassthrough()) {
+      Log("--supervise: this kernel is older than 6.9 and has no FUSE_NOTIFY_RESEND: a worker "
+          "is still replaced, but requests in flight when it dies are never answered");
+    }
+    return RunSupervisor(config, table, **pool, args);
+  }
+  Filesystem fs(&table, MakeFilesystemOptions(config, dax_required));
   return RunSession(config, fs);
 }
 

@@ -91,6 +91,10 @@ absl::StatusOr<std::unique_ptr<MemoryPool>> MemoryPool::Create(StoreKind kind, u
   return std::unique_ptr<MemoryPool>(new MemoryPool(StoreKind::kMemfd, -1, max_bytes));
 }
 
+std::unique_ptr<MemoryPool> MemoryPool::Adopt(StoreKind kind, int mount_fd, uint64_t max_bytes) {
+  return std::unique_ptr<MemoryPool>(new MemoryPool(kind, mount_fd, max_bytes));
+}
+
 MemoryPool::MemoryPool(StoreKind kind, int mount_fd, uint64_t max_bytes)
     : kind_(kind), mount_fd_(mount_fd), max_bytes_(max_bytes) {}
 

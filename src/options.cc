@@ -343,6 +343,10 @@ absl::Status CommandLineParser::ApplyFuseOptions(std::string_view list) {
       continue;
     }
     if (item == "allow_other") config_.allow_other = true;
+    if (item == "supervise") {  // ours, not libfuse's (docs/survive.md)
+      config_.supervise = true;
+      continue;
+    }
     // mount(8)'s ro/rw: ro makes every disk read-only; it is not passed to
     // the kernel, so the control tree stays writable (docs/design.md).
     if (item == "ro" || item == "rw") {
@@ -361,9 +365,11 @@ absl::Status CommandLineParser::ParseLong(const std::vector<std::string>& argv, 
   std::optional<std::string_view> value;
   if (eq != std::string_view::npos) value = arg.substr(eq + 1);
 
-  if (name == "--help" || name == "--version") {
+  if (name == "--help" || name == "--version" || name == "--supervise") {
     if (value) return Invalid(absl::StrCat(AsAbsl(name), ": takes no value"));
-    (name == "--help" ? config_.show_help : config_.show_version) = true;
+    (name == "--help"      ? config_.show_help
+     : name == "--version" ? config_.show_version
+                           : config_.supervise) = true;
     return absl::OkStatus();
   }
   const std::optional<Key> key = FindKey(name.substr(2));
@@ -574,6 +580,10 @@ std::string UsageText(std::string_view program) {
       kMaxUringPollUs, " (default ", kDefaultUringPollUs,
       "; 0: never)\n"
       "\n"
+      "Crash survival (docs/survive.md):\n"
+      "  --supervise         a supervisor keeps the mount and the disks and replaces\n"
+      "                      a worker that dies (SIGHUP: upgrade it); --transport dev\n"
+      "\n"
       "FUSE:\n"
       "  -f                  stay in the foreground\n"
       "  -d                  debug output (implies -f)\n"
@@ -582,8 +592,9 @@ std::string UsageText(std::string_view program) {
       "                      store=, threads=, transport=, uring_depth=,\n"
       "                      uring_poll_us= as above;\n"
       "                      ro (every disk read-only); allow_other (let other\n"
-      "                      users in); anything else (default_permissions, rw,\n"
-      "                      nosuid, ...) goes to libfuse\n"
+      "                      users in); supervise (as --supervise); anything\n"
+      "                      else (default_permissions, rw, nosuid, ...) goes to\n"
+      "                      libfuse\n"
       "  -h, --help          print this help and exit\n"
       "  -V, --version       print the version and exit\n"
       "\n"

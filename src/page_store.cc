@@ -29,6 +29,23 @@ absl::StatusOr<std::unique_ptr<PageStore>> PageStore::Create(MemoryPool* pool,
   return std::unique_ptr<PageStore>(new PageStore(pool, fd, size_bytes));
 }
 
+absl::StatusOr<std::unique_ptr<PageStore>> PageStore::Adopt(MemoryPool* pool, int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return ErrnoStatus(err, "fstat(adopted backing file)");
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size > kMaxDiskBytes || size % kLogicalBlockSize != 0) {
+    close(fd);
+    return ErrnoStatus(EINVAL, absl::StrCat("adopted backing file has a bad size ", size));
+  }
+  std::unique_ptr<PageStore> store(new PageStore(pool, fd, size));
+  if (!pool->kernel_enforces_cap()) store->SyncAccounting(0);  // its pages count again
+  return store;
+}
+
 PageStore::PageStore(MemoryPool* pool, int fd, uint64_t size_bytes)
     : pool_(pool), fd_(fd), size_bytes_(size_bytes) {}
 

@@ -790,3 +790,24 @@ TEST(UsageTextTest, FitsIn80Columns) {
 
 }  // namespace
 }  // namespace ramdiskfs
+
+namespace ramdiskfs {
+namespace {
+
+TEST(ParseCommandLineTest, SuperviseIsALongOptionAndAMountOption) {
+  absl::StatusOr<Config> config = ParseCommandLine({"ramdiskfs", "/mnt"});
+  ASSERT_TRUE(config.ok());
+  EXPECT_FALSE(config->supervise);  // off by default
+  config = ParseCommandLine({"ramdiskfs", "--supervise", "/mnt"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->supervise);
+  config = ParseCommandLine({"ramdiskfs", "-o", "ro,supervise", "/mnt"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->supervise);
+  // Ours: not passed on to libfuse, which would refuse it.
+  EXPECT_EQ(std::count(config->fuse_options.begin(), config->fuse_options.end(), "supervise"), 0);
+  EXPECT_FALSE(ParseCommandLine({"ramdiskfs", "--supervise=1", "/mnt"}).ok());
+}
+
+}  // namespace
+}  // namespace ramdiskfs

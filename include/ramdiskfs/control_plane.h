@@ -58,6 +58,10 @@ struct ConnectionFacts {
   bool allow_mmap = false;   // FUSE_DIRECT_IO_ALLOW_MMAP was negotiated
   // How requests travel: "uring" (FUSE over io_uring) or "dev" (/dev/fuse).
   std::string_view transport = "dev";
+  // --supervise (SPEC 13): workers started after the first, and the last
+  // restart's stall (worker death to its successor's resend; -1: none yet).
+  uint64_t restarts = 0;
+  int64_t last_stall_ms = -1;
 };
 
 // How the control plane talks to the kernel. Implemented by the FUSE

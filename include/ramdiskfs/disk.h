@@ -107,6 +107,9 @@ class Disk {
   // Ends an open. The last release of a growing disk fixes its size
   // (rounded up to 4096).
   void Release(bool for_write, bool bypass_writer = false);
+  // A restarted worker: counts an open the kernel still holds from the
+  // worker before (survive_state.h), without the checks Open() makes.
+  void AdoptOpen(bool for_write, bool bypass_writer);
   int opens() const { return opens_.load(); }
   int write_opens() const { return write_opens_.load(); }
   int bypass_writers() const { return bypass_writers_.load(); }

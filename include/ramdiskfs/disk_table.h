@@ -17,6 +17,7 @@
 #define RAMDISKFS_DISK_TABLE_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <shared_mutex>
@@ -58,6 +59,24 @@ class DiskTable {
   // ENOSPC past kMaxDisks; EFBIG above kMaxDiskBytes; the store's errors.
   absl::StatusOr<std::shared_ptr<Disk>> Create(NewDisk spec);
 
+  // A restarted worker (survive_state.h): a disk with the id, name, mode,
+  // flags and attributes it had, over its existing backing file `fd` (taken
+  // over, also on error; the size is the file's). Later ids start above it.
+  // Errors: EEXIST for a name or id already present; those of
+  // PageStore::Adopt.
+  absl::StatusOr<std::shared_ptr<Disk>> Adopt(uint64_t id, NewDisk spec, int fd);
+  uint64_t next_id() const;
+  // Raises the next id to `id` (never lowers it).
+  void RaiseNextId(uint64_t id);
+
+  // Called (outside the lock) after every Create, Adopt and Delete that
+  // succeeded: the supervised worker publishes the table's state from it
+  // before the request that changed it is answered. Set once, before use.
+  void SetChangeObserver(std::function<void()> observer) { observer_ = std::move(observer); }
+  void NotifyChanged() const {
+    if (observer_) observer_();
+  }
+
   // Removes a disk (Disk::MarkDeleted first: no open can start on it after
   // this returns). Errors: ENOENT; EBUSY while it is open.
   absl::Status Delete(std::string_view name);
@@ -81,6 +100,7 @@ class DiskTable {
   std::map<std::string, std::shared_ptr<Disk>, std::less<>> by_name_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::shared_ptr<Disk>> by_id_ ABSL_GUARDED_BY(mu_);
   std::string dax_fallback_ ABSL_GUARDED_BY(mu_) = "not_connected";
+  std::function<void()> observer_;
 };
 
 }  // namespace ramdiskfs

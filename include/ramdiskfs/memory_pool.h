@@ -40,6 +40,12 @@ class MemoryPool {
   // InvalidArgument for a cap of 0 or above the machine's RAM.
   static absl::StatusOr<std::unique_ptr<MemoryPool>> Create(StoreKind kind, uint64_t max_bytes);
 
+  // A restarted worker: the pool the supervisor kept. `mount_fd` is the
+  // private tmpfs instance's root (kTmpfs; taken over) or -1 (kMemfd).
+  static std::unique_ptr<MemoryPool> Adopt(StoreKind kind, int mount_fd, uint64_t max_bytes);
+  // The tmpfs instance's root, or -1 (the supervisor keeps a copy).
+  int mount_fd() const { return mount_fd_; }
+
   // Half of the machine's RAM, rounded down to a page (tmpfs's default).
   static uint64_t DefaultMaxBytes();
   // The machine's RAM in bytes.

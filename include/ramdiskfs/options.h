@@ -102,6 +102,9 @@ struct Config {
   bool debug = false;
   bool single_threaded = false;
   bool allow_other = false;
+  // --supervise / -o supervise: a supervisor holds the mount and the store and
+  // restarts a worker that dies (SPEC 13, docs/survive.md).
+  bool supervise = false;
   bool show_help = false;
   bool show_version = false;
   std::vector<std::string> fuse_options;  // "-o" options ramdiskfs passes to libfuse

@@ -37,6 +37,10 @@ class PageStore {
   // MemoryPool::CreateFile and ftruncate.
   static absl::StatusOr<std::unique_ptr<PageStore>> Create(MemoryPool* pool, std::string_view name,
                                                            uint64_t size_bytes);
+  // A store over an existing backing file `fd` (a restarted worker; taken
+  // over, closed on error). The size is the file's. Errors: fstat; EINVAL
+  // for a size that is not a multiple of 512 or above kMaxDiskBytes.
+  static absl::StatusOr<std::unique_ptr<PageStore>> Adopt(MemoryPool* pool, int fd);
   ~PageStore();
   PageStore(const PageStore&) = delete;
   PageStore& operator=(const PageStore&) = delete;

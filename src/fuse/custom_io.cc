@@ -25,10 +25,30 @@ namespace {
 
 Filesystem& FsOf(void* userdata) { return *static_cast<Filesystem*>(userdata); }
 
+thread_local uint64_t t_request_unique = 0;
+
 ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
-  ssize_t n = read(fd, buf, len);
   Filesystem& fs = FsOf(userdata);
   CustomIoState& io = fs.io_state();
+  ssize_t n = -1;
+  bool replayed = false;
+  if (io.replaying.load(std::memory_order_acquire)) {
+    bool expected = true;
+    if (io.replay_pending.compare_exchange_strong(expected, false) &&
+        io.replay_init.size() <= len) {
+      std::memcpy(buf, io.replay_init.data(), io.replay_init.size());
+      n = static_cast<ssize_t>(io.replay_init.size());
+      replayed = true;
+    } else {
+      while (!io.init_done.load(std::memory_order_acquire)) usleep(200);
+    }
+  }
+  if (!replayed) n = read(fd, buf, len);
+  if (n >= static_cast<ssize_t>(sizeof(abi::InHeader))) {
+    abi::InHeader h;
+    std::memcpy(&h, buf, sizeof(h));
+    t_request_unique = h.unique;
+  }
   if (n >= static_cast<ssize_t>(sizeof(abi::InHeader) + sizeof(abi::InitIn)) &&
       !io.init_done.load(std::memory_order_relaxed)) {
     abi::InHeader header;
@@ -42,6 +62,9 @@ ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
       conn.kernel_offers_allow_mmap = ext && (init.flags2 & abi::kFlags2DirectIoAllowMmap);
       UringOnInitRequest(init);  // [uring hook]
       io.init_unique = header.unique;
+      if (!replayed && io.on_init_request) {
+        io.on_init_request(std::string_view(static_cast<const char*>(buf), n));
+      }
     }
   }
   return n;
@@ -141,9 +164,12 @@ ssize_t WriteInitReply(Filesystem& fs, int fd, const abi::OutHeader& header, str
     UringBeforeInitReply(fs.session(), fd, out);  // [uring hook] makes the rings, offers them
     std::memcpy(reply.data() + sizeof(abi::OutHeader), &out, sizeof(out));
   }
-  ssize_t n = write(fd, reply.data(), reply.size());
+  // A restarted worker answers the INIT it replayed to nobody: the kernel
+  // got the first worker's reply long ago.
+  const bool replayed = fs.io_state().replaying.load();
+  ssize_t n = replayed ? static_cast<ssize_t>(reply.size()) : write(fd, reply.data(), reply.size());
   int err = errno;
-  fs.io_state().init_done = true;
+  fs.io_state().init_done.store(true, std::memory_order_release);
   // The kernel processed the reply inside write(): passthrough is decided.
   if (n >= 0 && header.error == 0 && !fs.passthrough().AfterInit(fd)) {
     fuse_session_exit(fs.session());
@@ -156,6 +182,12 @@ ssize_t WriteInitReply(Filesystem& fs, int fd, const abi::OutHeader& header, str
   // fails here.
   const bool transport_ok = UringAfterInitReply(n >= 0 && header.error == 0);
   if (!transport_ok) fuse_session_exit(fs.session());
+  if (replayed) {
+    fs.io_state().replaying.store(false, std::memory_order_release);
+    if (fs.io_state().after_replayed_init) fs.io_state().after_replayed_init(fd);
+    errno = err;
+    return n;  // systemd heard READY=1 from the first worker
+  }
   // systemd's Type=notify: ready once the kernel took the INIT reply, the
   // passthrough probe decided the modes and the transport is up.
   if (n >= 0 && header.error == 0 && !fs.passthrough().fatal() && transport_ok) {
@@ -200,6 +232,13 @@ const fuse_custom_io kCustomIo = {
 }  // namespace
 
 const fuse_custom_io* CustomIo() { return &kCustomIo; }
+
+uint64_t CurrentRequestUnique() { return t_request_unique; }
+
+bool NotifyResend(int device_fd) {
+  const abi::OutHeader notify = {sizeof(notify), abi::kNotifyResend, 0};
+  return write(device_fd, &notify, sizeof(notify)) == static_cast<ssize_t>(sizeof(notify));
+}
 
 int ReplySplicedRead(fuse_req_t req, const PageStore& store, uint64_t offset, size_t length) {
   SpliceReply* splice = ThreadSpliceReply();

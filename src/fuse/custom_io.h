@@ -36,6 +36,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
 
 #include "ramdiskfs/page_store.h"
 
@@ -54,11 +57,35 @@ inline constexpr size_t kSpliceMinBytes = 64 * 1024;
 struct CustomIoState {
   std::atomic<uint64_t> init_unique{0};  // the INIT request's id, once read
   std::atomic<bool> init_done{false};    // the INIT reply has been sent
+
+  // A supervised worker (supervisor.h). The kernel sends INIT once per
+  // connection; a restarted worker's libfuse still needs one, so the custom
+  // io hands it the INIT the first worker read (`replay_init`) as its first
+  // request, and swallows libfuse's reply to it: the kernel negotiated
+  // already, and the same binary with the same options answers the same.
+  // Other reader threads wait until that reply (libfuse fails any request
+  // before INIT with EIO). Then `after_replayed_init` asks the kernel to
+  // resend what the dead worker had read and not answered.
+  std::string replay_init;
+  std::atomic<bool> replaying{false};       // until the replayed INIT is answered
+  std::atomic<bool> replay_pending{false};  // the replayed INIT is not yet read
+  std::function<void(int device_fd)> after_replayed_init;
+  // The first worker: called with the INIT request as the kernel sent it.
+  std::function<void(std::string_view init)> on_init_request;
 };
 
 // The io to install with fuse_session_custom_io(); the session's userdata
 // must be the Filesystem.
 const fuse_custom_io* CustomIo();
+
+// The unique of the request this thread read last, as the kernel sent it
+// (with FUSE_UNIQUE_RESEND for a resent one): the request its handler is
+// serving, since each loop thread serves what it read.
+uint64_t CurrentRequestUnique();
+
+// Writes FUSE_NOTIFY_RESEND (kernel_abi.h) to /dev/fuse. false with errno
+// set if the kernel refused it (before 6.9: EINVAL).
+bool NotifyResend(int device_fd);
 
 // Replies to read request `req` with `length` bytes at `offset` of `store`'s
 // backing file, spliced (see above). The caller has already asked the disk

@@ -20,10 +20,16 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include <atomic>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <string>
 #include <string_view>
 
 #include "ramdiskfs/control_plane.h"
 #include "ramdiskfs/disk_table.h"
+#include "ramdiskfs/survive_state.h"
 #include "ramdiskfs/timer_queue.h"
 #include "ramdiskfs/types.h"
 #include "src/fuse/custom_io.h"
@@ -39,9 +45,20 @@ struct FilesystemOptions {
   bool readonly = false;      // -o ro: disks read-only; none made through the tree
 };
 
+// A supervised worker's facts (supervisor.h), for the stats file.
+struct SurviveFacts {
+  bool supervised = false;
+  uint64_t restarts = 0;       // workers started after the first
+  int64_t last_stall_ms = -1;  // worker death to resend by its successor; -1: none yet
+};
+
 class Filesystem final : public KernelNotifier {
  public:
-  Filesystem(DiskTable* table, FilesystemOptions options);
+  // `opens`: the table of kernel file handles (survive_state.h); a
+  // supervised worker passes the one it inherited, else a new one is made.
+  Filesystem(DiskTable* table, FilesystemOptions options,
+             std::unique_ptr<OpenTable> opens = nullptr);
+  ~Filesystem() override;
 
   // The low-level operations table (ops.cc); userdata must be this Filesystem.
   static const fuse_lowlevel_ops* Ops();
@@ -64,6 +81,34 @@ class Filesystem final : public KernelNotifier {
   // before the session is destroyed.
   TimerQueue& timers() { return timers_; }
 
+  // Kernel file handles: fh is a slot of opens() (so that a restarted
+  // worker understands it); open_files() holds ops.cc's per-open object of
+  // each slot (an OpenFile, opaque here).
+  OpenTable& opens() { return *opens_; }
+  std::atomic<void*>* open_files() { return open_files_.get(); }
+  // A restarted worker: rebuilds the per-open objects of every handle the
+  // kernel holds and counts them on their disks (ops.cc).
+  void RestoreOpenFiles();
+
+  SurviveFacts& survive() { return survive_; }
+  // A supervised worker's log of non-idempotent requests' outcomes
+  // (survive_state.h); nullptr unsupervised.
+  ReplyLog* replies() { return replies_.get(); }
+  void set_replies(std::unique_ptr<ReplyLog> replies) { replies_ = std::move(replies); }
+  // Test hook (docs/survive.md): the first supervised worker aborts at the
+  // named point (RAMDISKFS_CRASH_POINT), so tests can kill it exactly there.
+  void set_crash_point(std::string point) { crash_point_ = std::move(point); }
+  void MaybeCrash(std::string_view point) const {
+    if (!crash_point_.empty() && crash_point_ == point) abort();
+  }
+  // A supervised worker publishes the table's state to its supervisor from
+  // here (set by the session); called after a change the kernel will see
+  // (create, delete, mode, read-only, attributes, a new backing id).
+  void set_state_publisher(std::function<void()> publish) { publish_ = std::move(publish); }
+  void PublishState() {
+    if (publish_) publish_();
+  }
+
   // KernelNotifier. The notifications are sent without any lock held; an
   // -ENOENT answer just means the kernel holds nothing to drop.
   void InvalidateDisk(const Disk& disk, bool data) override;
@@ -80,6 +125,12 @@ class Filesystem final : public KernelNotifier {
   ControlPlane control_;
   struct timespec start_time_;
   TimerQueue timers_;
+  std::unique_ptr<OpenTable> opens_;
+  std::unique_ptr<std::atomic<void*>[]> open_files_;
+  SurviveFacts survive_;
+  std::function<void()> publish_;
+  std::string crash_point_;
+  std::unique_ptr<ReplyLog> replies_;
 };
 
 }  // namespace ramdiskfs

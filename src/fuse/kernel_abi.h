@@ -42,6 +42,14 @@ struct InHeader {
 };
 static_assert(sizeof(InHeader) == 40);
 
+// FUSE_NOTIFY_RESEND (Linux 6.9): written by a new server as a notification
+// (unique 0, error = the code), it puts every request the connection sent
+// and did not get a reply for back on the pending list, each with
+// kUniqueResend set in its unique (fs/fuse/dev.c, fuse_resend). A reply
+// must carry that unique as it came: fuse_request_find matches it whole.
+inline constexpr int32_t kNotifyResend = 7;
+inline constexpr uint64_t kUniqueResend = 1ULL << 63;
+
 struct OutHeader {
   uint32_t len;
   int32_t error;

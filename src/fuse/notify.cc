@@ -12,14 +12,18 @@ namespace ramdiskfs {
 namespace {
 std::atomic<bool> ready_sent{false};
 std::atomic<bool> stopping_sent{false};
+std::atomic<int> notify_pid{0};
 
 void Send(const std::string& state) {
   // unset_environment=0: the fusermount3 child of an unprivileged unmount
   // does not notify, and keeping NOTIFY_SOCKET costs nothing.
-  int r = sd_notify(0, state.c_str());
+  const int pid = notify_pid.load();
+  int r = pid > 0 ? sd_pid_notify(pid, 0, state.c_str()) : sd_notify(0, state.c_str());
   if (r < 0) Log("sd_notify(", state.substr(0, state.find('\n')), "): ", strerror(-r));
 }
 }  // namespace
+
+void SetNotifyPid(int pid) { notify_pid = pid; }
 
 void NotifyReady(size_t disks) {
   if (ready_sent.exchange(true)) return;

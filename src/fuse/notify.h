@@ -16,6 +16,10 @@ namespace ramdiskfs {
 
 // READY=1 with a STATUS= line giving the disk count. Sends at
 // most once per process.
+// A supervised worker (supervisor.h) notifies as its supervisor, systemd's
+// main process (NotifyAccess=main): sd_pid_notify with that pid (root).
+void SetNotifyPid(int pid);
+
 void NotifyReady(size_t disks);
 // STOPPING=1. Sends at most once per process.
 void NotifyStopping();

@@ -12,11 +12,14 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "ramdiskfs/faults.h"
+#include "ramdiskfs/log.h"
 #include "ramdiskfs/size.h"
 #include "ramdiskfs/status.h"
 #include "ramdiskfs/timer_queue.h"
@@ -46,17 +49,83 @@ struct OpenFile {
   uint64_t overflow_seen = 0;
 };
 
-OpenFile* FileOf(fuse_file_info* fi) { return reinterpret_cast<OpenFile*>(fi->fh); }
-
 Filesystem* FsOf(fuse_req_t req) { return static_cast<Filesystem*>(fuse_req_userdata(req)); }
+
+// fh is a slot of the open table (Filesystem::opens()), not a pointer, so
+// that a restarted worker understands the handles the kernel holds
+// (survive_state.h). nullptr for a handle that is not open.
+OpenFile* FileOf(Filesystem& fs, uint64_t fh) {
+  if (fh == 0 || fh > fs.opens().capacity()) return nullptr;
+  return static_cast<OpenFile*>(fs.open_files()[fh - 1].load(std::memory_order_acquire));
+}
+OpenFile* FileOf(fuse_req_t req, const fuse_file_info* fi) {
+  return fi == nullptr ? nullptr : FileOf(*FsOf(req), fi->fh);
+}
+
+OpenInfo InfoOf(const OpenFile& of) {
+  OpenInfo info;
+  info.kind = of.kind == NodeKind::kDiskFile ? OpenInfo::kDisk : OpenInfo::kControl;
+  info.disk_id = of.disk ? of.disk->id() : 0;
+  info.control_file = of.file ? static_cast<uint32_t>(of.file - kControlFiles) : 0;
+  info.for_write = of.for_write;
+  info.passthrough = of.passthrough;
+  info.bypass_writer = of.bypass_writer;
+  info.overflow_seen = of.overflow_seen;
+  return info;
+}
+
+// Gives `of` a handle (the record is in the shared table before the open
+// is answered). Errors: ENFILE when the table is full; `of` is then freed.
+absl::StatusOr<uint64_t> AddHandle(Filesystem& fs, OpenFile* of) {
+  OpenInfo info = InfoOf(*of);
+  info.unique = CurrentRequestUnique() & ~abi::kUniqueResend;
+  absl::StatusOr<uint64_t> handle = fs.opens().Add(info);
+  if (!handle.ok()) {
+    delete of;
+    return handle.status();
+  }
+  fs.open_files()[*handle - 1].store(of, std::memory_order_release);
+  return handle;
+}
+
+// A resent OPEN or CREATE whose open a dead worker recorded (and maybe
+// counted) before its reply got lost: the handle to answer with, or 0.
+uint64_t ResentHandle(Filesystem& fs) {
+  const uint64_t unique = CurrentRequestUnique();
+  if (!(unique & abi::kUniqueResend)) return 0;
+  const uint64_t handle = fs.opens().FindPending(unique & ~abi::kUniqueResend);
+  return handle != 0 && FileOf(fs, handle) != nullptr ? handle : 0;
+}
+
+// A resent non-idempotent request (making or deleting a disk, a control
+// write) that a dead worker did and recorded before its reply got lost:
+// the errno it had. nullopt: do it (it was not done, or not recorded).
+std::optional<int> DoneBefore(Filesystem& fs) {
+  const uint64_t unique = CurrentRequestUnique();
+  if (!(unique & abi::kUniqueResend) || fs.replies() == nullptr) return std::nullopt;
+  return fs.replies()->Find(unique & ~abi::kUniqueResend);
+}
+
+// After the work, before the reply (a supervised worker only).
+void RecordDone(Filesystem& fs, int err) {
+  if (fs.replies() == nullptr) return;
+  fs.replies()->Record(CurrentRequestUnique() & ~abi::kUniqueResend, err);
+  fs.MaybeCrash("request-done");
+}
+
+void DropHandle(Filesystem& fs, uint64_t fh) {
+  if (fh == 0 || fh > fs.opens().capacity()) return;
+  void* of = fs.open_files()[fh - 1].exchange(nullptr, std::memory_order_acq_rel);
+  fs.opens().Remove(fh);
+  delete static_cast<OpenFile*>(of);
+}
 
 // Whether the request comes through an open of `disk` (the in-use rule does
 // not count the caller's own open). fi may be null.
 Caller CallerOf(fuse_req_t req, const Disk& disk, const fuse_file_info* fi) {
   Caller caller;
   caller.uid = fuse_req_ctx(req)->uid;
-  if (fi != nullptr && fi->fh != 0) {
-    const OpenFile* of = reinterpret_cast<const OpenFile*>(fi->fh);
+  if (const OpenFile* of = FileOf(req, fi)) {
     caller.holds_open = of->kind == NodeKind::kDiskFile && of->disk.get() == &disk;
   }
   return caller;
@@ -178,6 +247,7 @@ void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   } else if (to_set & FUSE_SET_ATTR_MTIME) {
     disk.SetTimes(absl::TimeFromTimespec(attr->st_mtim));
   }
+  fs.PublishState();  // size, permissions, owner, times
   struct stat st = MakeStat(fs, node);
   fuse_reply_attr(req, &st, kAttrTimeout);
 }
@@ -194,10 +264,19 @@ absl::StatusOr<Node> CreateDiskFile(fuse_req_t req, std::string_view what, fuse_
 }
 
 void OnMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  absl::StatusOr<Node> node = CreateDiskFile(req, "mknod", parent, name, mode);
-  if (!node.ok()) return ReplyError(req, node.status());
+  Filesystem& fs = *FsOf(req);
   fuse_entry_param e;
-  FillEntry(*FsOf(req), *node, &e);
+  if (std::optional<int> done = DoneBefore(fs)) {
+    if (*done != 0) return (void)fuse_reply_err(req, *done);
+    std::shared_ptr<Disk> disk = fs.table().Find(name);
+    if (!disk) return (void)fuse_reply_err(req, ENOENT);  // deleted since
+    FillEntry(fs, DiskFileNode(std::move(disk)), &e);
+    return (void)fuse_reply_entry(req, &e);
+  }
+  absl::StatusOr<Node> node = CreateDiskFile(req, "mknod", parent, name, mode);
+  RecordDone(fs, StatusToErrno(node.status()));
+  if (!node.ok()) return ReplyError(req, node.status());
+  FillEntry(fs, *node, &e);
   fuse_reply_entry(req, &e);
 }
 
@@ -212,18 +291,31 @@ void OnRename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, 
 
 void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   if (parent != kRootIno) return (void)fuse_reply_err(req, EPERM);
-  fuse_reply_err(req, StatusToErrno(FsOf(req)->control().Unlink(true, name)));
+  Filesystem& fs = *FsOf(req);
+  if (std::optional<int> done = DoneBefore(fs)) return (void)fuse_reply_err(req, *done);
+  const int err = StatusToErrno(fs.control().Unlink(true, name));
+  RecordDone(fs, err);
+  fuse_reply_err(req, err);
 }
 
 void OpenDisk(Filesystem& fs, fuse_req_t req, std::shared_ptr<Disk> disk, fuse_file_info* fi,
               const fuse_entry_param* entry) {
   const int access = fi->flags & O_ACCMODE;
   const bool for_write = access != O_RDONLY;
+  if (const uint64_t resent = ResentHandle(fs); resent && FileOf(fs, resent)->disk == disk) {
+    // Counted already (RestoreOpenFiles): answer with the recorded handle.
+    const DiskOpenReply how = fs.passthrough().OpenFlags(*disk, access);
+    if (Passthrough::ReplyOpen(req, entry, resent, how) == 0) fs.opens().Confirm(resent);
+    return;
+  }
   // ENOENT if a delete won the race with this open (its lookup came first).
   if (absl::Status status = disk->Open(for_write); !status.ok()) {
     return ReplyError(req, status);
   }
+  const int backing_before = disk->backing_id();
   const DiskOpenReply how = fs.passthrough().OpenFlags(*disk, access);
+  // A new backing id belongs to the connection: a restarted worker must know it.
+  if (disk->backing_id() != backing_before) fs.PublishState();
   if (how.bypass_writer) {
     if (absl::Status status = disk->AddBypassWriter(); !status.ok()) {
       disk->Release(for_write);
@@ -233,16 +325,34 @@ void OpenDisk(Filesystem& fs, fuse_req_t req, std::shared_ptr<Disk> disk, fuse_f
   auto* of = new OpenFile{
       NodeKind::kDiskFile,    nullptr, disk, for_write, how.backing_id > 0, {}, how.bypass_writer,
       disk->overflow_events()};
-  if (Passthrough::ReplyOpen(req, entry, reinterpret_cast<uint64_t>(of), how) != 0) {
+  absl::StatusOr<uint64_t> handle = AddHandle(fs, of);
+  if (!handle.ok()) {
+    disk->Release(for_write, how.bypass_writer);
+    return ReplyError(req, handle.status());
+  }
+  fs.MaybeCrash("open-recorded");
+  if (Passthrough::ReplyOpen(req, entry, *handle, how) != 0) {
     // The opener went away (interrupted): the kernel sends no RELEASE.
     disk->Release(for_write, how.bypass_writer);
-    delete of;
+    DropHandle(fs, *handle);
+    return;
   }
+  fs.MaybeCrash("open-replied");
+  fs.opens().Confirm(*handle);
 }
 
 void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
               fuse_file_info* fi) {
   FsOf(req)->passthrough().WaitUntilInitialized();  // the open reply depends on the probe
+  if (const uint64_t resent = ResentHandle(*FsOf(req));
+      resent && FileOf(*FsOf(req), resent)->kind == NodeKind::kDiskFile) {
+    // The dead worker made the disk and recorded its open: finish that.
+    Filesystem& fs = *FsOf(req);
+    Node node = DiskFileNode(FileOf(fs, resent)->disk);
+    fuse_entry_param e;
+    FillEntry(fs, node, &e);
+    return OpenDisk(fs, req, node.disk, fi, &e);
+  }
   absl::StatusOr<Node> node = CreateDiskFile(req, "create", parent, name, mode);
   if (!node.ok()) return ReplyError(req, node.status());
   Filesystem& fs = *FsOf(req);
@@ -266,12 +376,21 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return (void)fuse_reply_err(req, EACCES);
   }
   auto* of = new OpenFile{NodeKind::kControlFile, &info, node.disk, acc != O_RDONLY, false, {}};
-  if (info.readable) of->content = fs.control().Content(info.file, node.disk.get());
-  fi->fh = reinterpret_cast<uint64_t>(of);
   fi->direct_io = 1;  // reads come to the daemon whatever st_size says
   fi->keep_cache = 0;
   fi->nonseekable = 0;
-  if (fuse_reply_open(req, fi) != 0) delete of;
+  if (const uint64_t resent = ResentHandle(fs)) {
+    delete of;
+    fi->fh = resent;
+    if (fuse_reply_open(req, fi) == 0) fs.opens().Confirm(resent);
+    return;
+  }
+  if (info.readable) of->content = fs.control().Content(info.file, node.disk.get());
+  absl::StatusOr<uint64_t> handle = AddHandle(fs, of);
+  if (!handle.ok()) return ReplyError(req, handle.status());
+  fi->fh = *handle;
+  if (fuse_reply_open(req, fi) != 0) return DropHandle(fs, *handle);
+  fs.opens().Confirm(*handle);
 }
 
 // Reads the daemon serves: direct/cached/null disks (dax reads never arrive,
@@ -320,7 +439,8 @@ void ReplyStatusAt(Filesystem& fs, fuse_req_t req, int64_t reply_at, absl::Statu
 }
 
 void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  OpenFile* of = FileOf(fi);
+  OpenFile* of = FileOf(req, fi);
+  if (of == nullptr) return (void)fuse_reply_err(req, EBADF);
   if (off < 0) return (void)fuse_reply_err(req, EINVAL);
   if (of->kind != NodeKind::kDiskFile) {
     // The reply is copied out of the open file first: the kernel may wake the
@@ -351,7 +471,8 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
 
 void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
              fuse_file_info* fi) {
-  OpenFile* of = FileOf(fi);
+  OpenFile* of = FileOf(req, fi);
+  if (of == nullptr) return (void)fuse_reply_err(req, EBADF);
   if (off < 0) return (void)fuse_reply_err(req, EINVAL);
   if (of->kind == NodeKind::kDiskFile) {
     // O_DSYNC/O_SYNC writes are flush points of the write cache (the kernel
@@ -365,35 +486,48 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
     if (!n.ok()) return ReplyError(req, n.status());
     return (void)fuse_reply_write(req, *n);
   }
+  Filesystem& fs = *FsOf(req);
+  if (std::optional<int> done = DoneBefore(fs)) {
+    if (*done != 0) return (void)fuse_reply_err(req, *done);
+    return (void)fuse_reply_write(req, size);
+  }
   absl::Status status =
-      FsOf(req)->control().Write(of->file->file, of->disk, static_cast<uint64_t>(off), {buf, size});
+      fs.control().Write(of->file->file, of->disk, static_cast<uint64_t>(off), {buf, size});
+  // A control write may change a mode, a flag, the table or the cap.
+  fs.PublishState();
+  RecordDone(fs, StatusToErrno(status));
   if (!status.ok()) return ReplyError(req, status);
   fuse_reply_write(req, size);
 }
 
 void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  OpenFile* of = FileOf(fi);
+  OpenFile* of = FileOf(req, fi);
+  if (of == nullptr) return (void)fuse_reply_err(req, EBADF);
   if (of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, 0);
   const int err = Passthrough::ReportOverflow(*of->disk, of->for_write, &of->overflow_seen);
+  FsOf(req)->opens().SetOverflowSeen(fi->fh, of->overflow_seen);
   FsOf(req)->control().Closed(*of->disk);
   fuse_reply_err(req, err);
 }
 
 void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  OpenFile* of = FileOf(fi);
+  OpenFile* of = FileOf(req, fi);
+  if (of == nullptr) return (void)fuse_reply_err(req, EBADF);
   if (of->kind == NodeKind::kDiskFile) {
     if (of->passthrough && of->for_write) of->disk->SyncBackingFile();
     FsOf(req)->control().Released(*of->disk, of->for_write, of->bypass_writer);
   }
-  delete of;
+  DropHandle(*FsOf(req), fi->fh);
   fuse_reply_err(req, 0);
 }
 
 void OnFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
-  OpenFile* of = FileOf(fi);
+  OpenFile* of = FileOf(req, fi);
+  if (of == nullptr) return (void)fuse_reply_err(req, EBADF);
   if (of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, 0);
   // A dax write past the end is found here too (ENOSPC); then the disk syncs.
   if (int err = Passthrough::ReportOverflow(*of->disk, of->for_write, &of->overflow_seen)) {
+    FsOf(req)->opens().SetOverflowSeen(fi->fh, of->overflow_seen);
     return (void)fuse_reply_err(req, err);
   }
   int64_t reply_at = 0;
@@ -450,7 +584,7 @@ void OnStatfs(fuse_req_t req, fuse_ino_t ino) {
 
 void OnIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* arg, fuse_file_info* fi,
              unsigned flags, const void* in_buf, size_t in_bufsz, size_t out_bufsz) {
-  OpenFile* of = FileOf(fi);
+  OpenFile* of = FileOf(req, fi);
   if (of == nullptr || of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, ENOTTY);
   Disk& disk = *of->disk;
   switch (cmd) {
@@ -481,7 +615,8 @@ void OnIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* arg, fuse_f
 
 void OnFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                  fuse_file_info* fi) {
-  OpenFile* of = FileOf(fi);
+  OpenFile* of = FileOf(req, fi);
+  if (of == nullptr) return (void)fuse_reply_err(req, EBADF);
   if (of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, EOPNOTSUPP);
   if (offset < 0 || length <= 0) return (void)fuse_reply_err(req, EINVAL);
   // Never ENOSYS: the kernel would turn fallocate off for the whole mount.
@@ -492,7 +627,8 @@ void OnFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t l
 }
 
 void OnLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
-  OpenFile* of = FileOf(fi);
+  OpenFile* of = FileOf(req, fi);
+  if (of == nullptr) return (void)fuse_reply_err(req, EBADF);
   if (of->kind != NodeKind::kDiskFile) return (void)fuse_reply_err(req, EINVAL);
   if (off < 0) return (void)fuse_reply_err(req, ENXIO);
   // The kernel handles SEEK_SET/CUR/END itself.
@@ -546,5 +682,40 @@ const fuse_lowlevel_ops kOps = [] {
 }  // namespace
 
 const fuse_lowlevel_ops* Filesystem::Ops() { return &kOps; }
+
+void Filesystem::RestoreOpenFiles() {
+  size_t disks = 0, controls = 0, stale = 0;
+  for (const auto& [handle, info] : opens().Live()) {
+    std::shared_ptr<Disk> disk = info.disk_id ? table().FindById(info.disk_id) : nullptr;
+    auto* of = new OpenFile{};
+    of->disk = disk;
+    of->for_write = info.for_write;
+    of->passthrough = info.passthrough;
+    of->bypass_writer = info.bypass_writer;
+    of->overflow_seen = info.overflow_seen;
+    if (info.kind == OpenInfo::kDisk && disk) {
+      of->kind = NodeKind::kDiskFile;
+      disk->AdoptOpen(info.for_write, info.bypass_writer);
+      ++disks;
+    } else if (info.kind == OpenInfo::kControl && info.control_file < std::size(kControlFiles) &&
+               (disk || kControlFiles[info.control_file].scope == ControlScope::kGlobal)) {
+      of->kind = NodeKind::kControlFile;
+      of->file = &kControlFiles[info.control_file];
+      // What a read returns is made again (the old text died with the worker).
+      if (of->file->readable) of->content = control().Content(of->file->file, disk.get());
+      ++controls;
+    } else {
+      // The disk is gone (deleted while the worker died): the handle is
+      // forgotten, and every request on it, RELEASE too, gets EBADF.
+      delete of;
+      opens().Remove(handle);
+      ++stale;
+      continue;
+    }
+    open_files()[handle - 1].store(of, std::memory_order_release);
+  }
+  Log("restored ", disks, " disk open(s) and ", controls, " control file open(s) the kernel holds",
+      stale ? absl::StrCat(" (", stale, " on disks that are gone)") : std::string());
+}
 
 }  // namespace ramdiskfs

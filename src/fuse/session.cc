@@ -43,7 +43,8 @@ std::string BusyDisks(DiskTable& table) {
   return busy.empty() ? "none known to the daemon" : absl::StrJoin(busy, ", ");
 }
 
-// Unmounts `mountpoint`. Returns 0, or the errno of the refusal.
+}  // namespace
+
 int TryUnmount(const std::string& mountpoint) {
   if (umount2(mountpoint.c_str(), UMOUNT_NOFOLLOW) == 0) return 0;
   int err = errno;
@@ -61,6 +62,8 @@ int TryUnmount(const std::string& mountpoint) {
   if (pid < 0 || waitpid(pid, &status, 0) < 0) return err;
   return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : EBUSY;
 }
+
+namespace {
 
 void SignalThread(const std::string mountpoint, Filesystem* fs, sigset_t set,
                   std::atomic<bool>* stop) {
@@ -94,10 +97,7 @@ void SignalThread(const std::string mountpoint, Filesystem* fs, sigset_t set,
 
 }  // namespace
 
-int RunSession(const Config& config, Filesystem& fs) {
-  // [uring hook] --transport uring on a kernel or process without it: a mount
-  // failure, before anything is mounted.
-  if (!UringConfigure(config)) return kExitMountFailure;
+std::vector<std::string> FuseSessionArgs(const Config& config) {
   std::vector<std::string> args = {"ramdiskfs"};
   // fsname is the source mount(8) passed (or "ramdiskfs"): mount -a then
   // finds an fstab line already mounted instead of stacking a second mount.
@@ -111,6 +111,14 @@ int RunSession(const Config& config, Filesystem& fs) {
   args.push_back("-o");
   args.push_back(options);
   if (config.debug) args.push_back("-d");
+  return args;
+}
+
+int RunSession(const Config& config, Filesystem& fs, int device_fd) {
+  // [uring hook] --transport uring on a kernel or process without it: a mount
+  // failure, before anything is mounted.
+  if (!UringConfigure(config)) return kExitMountFailure;
+  std::vector<std::string> args = FuseSessionArgs(config);
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
@@ -132,24 +140,29 @@ int RunSession(const Config& config, Filesystem& fs) {
     fuse_session_destroy(se);
   };
   fs.set_session(se);
-  if (fuse_session_mount(se, config.mountpoint.c_str()) != 0) {
+  const bool supervised = device_fd >= 0;
+  if (!supervised && fuse_session_mount(se, config.mountpoint.c_str()) != 0) {
     Log("cannot mount on ", config.mountpoint);
     return kExitMountFailure;
   }
+  // A supervised worker has no mount of its own: fuse_session_unmount is a
+  // no-op without a mountpoint.
   absl::Cleanup unmount = [se] { fuse_session_unmount(se); };
   // Same fd, read and written through our io from now on (the INIT request
   // has not been read yet: the loop reads it). The io finds its state
   // through the session's userdata, the Filesystem.
-  if (fuse_session_custom_io(se, CustomIo(), fuse_session_fd(se)) != 0) {
+  if (fuse_session_custom_io(se, CustomIo(), supervised ? device_fd : fuse_session_fd(se)) != 0) {
     Log("cannot install the custom io");
     return kExitMountFailure;
   }
-  if (fuse_daemonize(config.foreground ? 1 : 0) != 0) return kExitMountFailure;
-  if (!config.foreground) LogDetached();
+  if (!supervised) {
+    if (fuse_daemonize(config.foreground ? 1 : 0) != 0) return kExitMountFailure;
+    if (!config.foreground) LogDetached();
+  }
 
-    // Reclaim must not recurse into us while we serve a loop device's I/O
-    // (docs/design.md, "Loop devices and memory pressure"): brd's GFP_NOIO,
-    // as a task flag. Worker threads inherit it.
+  // Reclaim must not recurse into us while we serve a loop device's I/O
+  // (docs/design.md, "Loop devices and memory pressure"): brd's GFP_NOIO,
+  // as a task flag. Worker threads inherit it.
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
 #endif
@@ -169,13 +182,18 @@ int RunSession(const Config& config, Filesystem& fs) {
   std::atomic<bool> stop{false};
   std::thread signals(SignalThread, config.mountpoint, &fs, set, &stop);
 
-  Log("mounted on ", config.mountpoint, " with ", fs.table().size(), " disk(s)");
+  if (supervised) {
+    Log("worker ", getpid(), " serving ", config.mountpoint, " with ", fs.table().size(),
+        " disk(s)");
+  } else {
+    Log("mounted on ", config.mountpoint, " with ", fs.table().size(), " disk(s)");
+  }
   int loop_status;
   if (config.single_threaded) {
     loop_status = fuse_session_loop(se);
   } else {
     fuse_loop_config* loop_config = fuse_loop_cfg_create();
-    fuse_loop_cfg_set_clone_fd(loop_config, 1);
+    fuse_loop_cfg_set_clone_fd(loop_config, supervised ? 0 : 1);
     fuse_loop_cfg_set_max_threads(loop_config, static_cast<unsigned>(config.max_threads));
     loop_status = fuse_session_loop_mt(se, loop_config);
     fuse_loop_cfg_destroy(loop_config);
@@ -192,7 +210,7 @@ int RunSession(const Config& config, Filesystem& fs) {
     Log("request loop ended with ", strerror(-loop_status));
   }
   std::move(unmount).Invoke();
-  Log("unmounted ", config.mountpoint);
+  if (!supervised) Log("unmounted ", config.mountpoint);
   return 0;
 }
 

@@ -221,7 +221,7 @@ def test_mount_options_match_help():
     assert listed == documented
     # Each -o option but the mount(8) flags allow_other and ro is a long option too.
     longs = {o[2:].replace("-", "_") for o in help_options(help_text(BIN)) if o[:2] == "--"}
-    assert listed - {"allow_other", "ro"} <= longs  # mount(8) flags, -o only
+    assert listed - {"allow_other", "ro"} <= longs  # mount(8) flags, -o only (supervise is both)
 
 
 def test_exit_statuses_match_help():
@@ -298,6 +298,6 @@ def test_completion_matches_help():
     text = help_text(BIN)
     assert _complete(script, "ramdiskfs", "-") == help_options(text)
     assert _complete(script, "ramdiskfs", "/mnt", "-o", "") == \
-        {o + "=" if o not in ("allow_other", "ro") else o for o in help_mount_options(text)}
+        {o + "=" if o not in ("allow_other", "ro", "supervise") else o for o in help_mount_options(text)}
     assert _complete(script, "ramdiskfs", "/mnt", "-o", "disks=2,ma") == {"disks=2,max_memory="}
     assert _complete(script, "ramdiskfs", "/mnt", "--mode", "d") == {"dax", "direct"}

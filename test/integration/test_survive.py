@@ -1,0 +1,465 @@
+"""SPEC 13 / issue 13: the daemon survives its own crash (--supervise).
+
+A supervisor holds the mount, /dev/fuse and the store; a worker serves. These
+tests kill the worker with SIGKILL while ext4 on a loop device over a disk is
+being written and verified by fio, and require what a brd user would get: no
+I/O error seen by fio or in the kernel log, an fsck-clean filesystem, every
+verified byte intact, and a mount that never answers ENOTCONN. The same
+scenario against the unsupervised daemon must fail, which shows the checks can.
+"""
+
+import os
+import pathlib
+import random
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from support.blockdev import (assert_fio_clean, fsck_clean, loop_device, mkfs_ext4,
+                              mounted_fs, unmount)
+from support.io import pattern, sha
+from support.mounts import is_mounted, run, wait_exit, wait_for
+
+SUPERVISE = ("--supervise", "--transport", "dev")
+
+
+def worker_pid(mnt):
+    """The supervisor's (mnt.proc's) child: the worker serving right now, or None."""
+    try:
+        children = pathlib.Path(f"/proc/{mnt.proc.pid}/task/{mnt.proc.pid}/children").read_text()
+    except OSError:
+        return None
+    pids = [int(p) for p in children.split()]
+    return pids[0] if pids else None
+
+
+def kill_worker(mnt, timeout=10):
+    """SIGKILL to the worker (a child of the supervisor this test started), then waits
+    until another worker has taken over. Returns the new worker's pid."""
+    old = wait_for(lambda: worker_pid(mnt), timeout, "a worker")
+    os.kill(old, signal.SIGKILL)
+    return wait_for(lambda: (worker_pid(mnt) or old) != old and worker_pid(mnt), timeout,
+                    "the next worker")
+
+
+def took_over(mnt, count):
+    return mnt.log().count(" took over (restart ") >= count
+
+
+class MountWatcher:
+    """stat()s the mount point every 10 ms in a thread; records every error (ENOTCONN is
+    what a dead FUSE server looks like)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.errors = []
+        self.stats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                os.stat(self.path / "ram0")
+                self.stats += 1
+            except OSError as e:
+                self.errors.append(e.strerror)
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _dmesg():
+    """(timestamp, text) of each kernel log line (the ring buffer rotates: count no lines)."""
+    lines = []
+    for line in run("dmesg", check=False).stdout.splitlines():
+        m = re.match(r"\[\s*(\d+\.\d+)\]\s?(.*)", line)
+        if m:
+            lines.append((float(m.group(1)), m.group(2)))
+    return lines
+
+
+def kernel_log_mark():
+    lines = _dmesg()
+    return lines[-1][0] if lines else 0.0
+
+
+def kernel_errors_since(mark, loop):
+    """Error lines about `loop` (or the ext4 on it) logged after `mark`."""
+    name = re.compile(rf"\b{re.escape(os.path.basename(loop))}\b")
+    return [text for ts, text in _dmesg() if ts > mark and name.search(text) and
+            re.search(r"error|I/O|abort", text, re.IGNORECASE)]
+
+
+def fio_under_kills(mnt, tmp_path, kills, seconds, gap, kill):
+    """ext4 on a loop device over ram0, fio --verify=crc32c for `seconds`, `kills` calls of
+    `kill(mnt)` at random moments at least `gap` s apart. Returns (fio report, fio result,
+    kernel errors, mount watcher errors, e2fsck status)."""
+    with loop_device(mnt.disk("ram0")) as loop:
+        mkfs_ext4(loop)
+        with mounted_fs(loop, tmp_path / "ext4") as fsdir:
+            mark = kernel_log_mark()
+            args = ["fio", "--name=stress", f"--directory={fsdir}", "--numjobs=2", "--size=48M",
+                    "--rw=randrw", "--rwmixread=50", "--bs=4k", "--ioengine=libaio",
+                    "--iodepth=8", "--direct=1", "--verify=crc32c", "--verify_fatal=1",
+                    "--verify_backlog=1024", "--verify_state_save=0", "--group_reporting",
+                    "--output-format=json", "--time_based", f"--runtime={seconds}"]
+            with MountWatcher(mnt.path) as watcher:
+                fio = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, cwd=fsdir)
+                try:
+                    time.sleep(1.5)  # fio lays out its files first
+                    for _ in range(kills):
+                        time.sleep(gap * random.uniform(1.0, 1.5))
+                        if fio.poll() is not None:
+                            break
+                        kill(mnt)
+                    out, err = fio.communicate(timeout=seconds + 120)
+                finally:
+                    if fio.poll() is None:
+                        fio.kill()
+                        fio.communicate()
+            res = subprocess.CompletedProcess(args, fio.returncode, out, err)
+            import json
+            try:
+                report = json.loads(out[out.find("{"):]) if "{" in out else {}
+            except ValueError:
+                report = {}
+            errors = kernel_errors_since(mark, loop)
+        fsck = run("e2fsck", "-fn", loop, check=False, timeout=300)
+    return report, res, errors, watcher.errors, fsck
+
+
+# Kills per run: 4 by default (about 15 s a mode); the issue's 20 with
+# RAMDISKFS_SURVIVE_KILLS=20. Kills stay 2.6 s apart or more, so that five never
+# fall within 10 s (that would be a crash loop, which stops the restarts).
+KILLS = int(os.environ.get("RAMDISKFS_SURVIVE_KILLS", "4"))
+KILL_GAP = 2.6
+
+
+def stalls(mnt):
+    """The stall of each restart so far, in ms, from the log."""
+    return [int(m) for m in re.findall(r" took over \(restart \d+\): .*?; (-?\d+) ms since",
+                                       mnt.log())]
+
+
+@pytest.mark.parametrize("mode", ["dax", "direct", "cached"])
+def test_worker_killed_under_ext4_and_fio_is_invisible(mount_factory, tmp_path, mode):
+    mnt = mount_factory(*SUPERVISE, "--disk", f"ram0:256M:mode={mode}", wait_disks=["ram0"])
+    kills = KILLS
+    report, res, kernel_errors, mount_errors, fsck = fio_under_kills(
+        mnt, tmp_path, kills=kills, seconds=int(kills * KILL_GAP * 1.25) + 4, gap=KILL_GAP,
+        kill=kill_worker)
+    ms = sorted(stalls(mnt))
+    print(f"{mode}: {len(ms)} restarts, stall ms min {ms[0]} median {ms[len(ms) // 2]} "
+          f"max {ms[-1]}; fio {res.returncode}")
+    assert_fio_clean(report, res)
+    assert kernel_errors == [], f"kernel log: {kernel_errors}"
+    assert mount_errors == [], f"the mount answered {set(mount_errors)}"
+    assert fsck.returncode == 0, f"e2fsck -fn: {fsck.stdout}{fsck.stderr}"
+    disk = mnt.stats("ram0")
+    assert disk["mode"] == mode, disk  # dax really is passthrough here, also after restarts
+    assert disk["opens"] == 0, disk    # the loop device's open was counted once, and released
+    if mode == "dax":
+        assert disk["passthrough"] == 1, disk
+    stats = mnt.stats()
+    assert stats["restarts"] == kills, mnt.log()
+    assert 0 <= stats["last_stall_ms"] < 1000
+    # The log says what happened, once per restart.
+    assert mnt.log().count("was killed by Killed; starting worker") == kills
+    assert took_over(mnt, kills)
+
+
+def kill_daemon(mnt):
+    os.kill(mnt.proc.pid, signal.SIGKILL)
+
+
+def test_the_same_kill_breaks_an_unsupervised_daemon(mount_factory, tmp_path):
+    """The check above can fail: without --supervise one SIGKILL is an I/O error for the
+    loop device, a read-only ext4 and a dead mount."""
+    mnt = mount_factory("--transport", "dev", "--disk", "ram0:256M:mode=direct",
+                        wait_disks=["ram0"])
+    report, res, kernel_errors, mount_errors, fsck = fio_under_kills(
+        mnt, tmp_path, kills=1, seconds=6, gap=1.0, kill=kill_daemon)
+    failed = []
+    try:
+        assert_fio_clean(report, res)
+    except AssertionError:
+        failed.append("fio")
+    if kernel_errors:
+        failed.append("kernel log")
+    if mount_errors:
+        failed.append("mount")
+    assert "fio" in failed and "kernel log" in failed and "mount" in failed, (failed, res.stderr)
+    assert "Transport endpoint is not connected" in set(mount_errors)
+
+
+def test_data_handles_and_table_survive_a_restart(mount_factory):
+    mnt = mount_factory(*SUPERVISE, "--disk", "ram0:16M:mode=direct", wait_disks=["ram0"])
+    data = pattern(1 << 20, seed=13)
+    with open(mnt.disk("ram0"), "r+b", buffering=0) as f:
+        f.write(data)
+        ino = os.fstat(f.fileno()).st_ino
+        mnt.write_control("new", text="scratch 1M mode=direct")
+        os.chmod(mnt.disk("scratch"), 0o640)
+        scratch_ino = os.stat(mnt.disk("scratch")).st_ino
+        stats_fd = os.open(mnt.ctl("stats"), os.O_RDONLY)
+        try:
+            kill_worker(mnt)
+            wait_for(lambda: took_over(mnt, 1), 10, "the takeover")
+            # The handle opened before the kill still works, for reads and writes.
+            f.seek(0)
+            assert sha(f.read(len(data))) == sha(data)
+            f.seek(4096)
+            f.write(b"after")
+            # So does an open control file (its content is made again).
+            assert b"restarts" in os.pread(stats_fd, 4096, 0)
+        finally:
+            os.close(stats_fd)
+        assert os.fstat(f.fileno()).st_ino == ino
+    assert os.stat(mnt.disk("scratch")).st_ino == scratch_ino
+    assert os.stat(mnt.disk("scratch")).st_mode & 0o777 == 0o640
+    # The open counted again after the restart was released by its close.
+    assert mnt.stats("ram0")["opens"] == 0
+    with open(mnt.disk("ram0"), "rb") as f:
+        f.seek(4096)
+        assert f.read(5) == b"after"
+    # A disk made after the restart gets a new inode number, never an old one.
+    mnt.write_control("new", text="later 1M")
+    assert os.stat(mnt.disk("later")).st_ino not in (ino, scratch_ino)
+    mnt.write_control("delete", text="scratch")
+    assert not mnt.disk("scratch").exists()
+    assert mnt.stats()["restarts"] == 1
+
+
+def test_five_deaths_in_ten_seconds_stop_the_restarts(mount_factory):
+    mnt = mount_factory(*SUPERVISE, "--disk", "ram0:16M:mode=direct", wait_disks=["ram0"])
+    for i in range(4):
+        kill_worker(mnt)
+        wait_for(lambda: took_over(mnt, i + 1), 10, "the takeover")
+    os.kill(worker_pid(mnt), signal.SIGKILL)
+    wait_for(lambda: "no more restarts" in mnt.log(), 10, "the supervisor giving up")
+    time.sleep(0.3)
+    assert worker_pid(mnt) is None
+    assert is_mounted(mnt.path)  # the mount and the disks' memory stay
+    mnt.proc.send_signal(signal.SIGTERM)
+    assert wait_exit(mnt.proc) == 0
+    assert not is_mounted(mnt.path)
+
+
+def test_sigterm_to_the_supervisor_unmounts_and_ends_the_worker(mount_factory):
+    mnt = mount_factory(*SUPERVISE, "--disk", "ram0:16M", wait_disks=["ram0"])
+    worker = wait_for(lambda: worker_pid(mnt), 10, "a worker")
+    mnt.proc.send_signal(signal.SIGTERM)
+    assert wait_exit(mnt.proc) == 0
+    assert not is_mounted(mnt.path)
+    assert not os.path.exists(f"/proc/{worker}")
+
+
+def test_supervise_refuses_the_uring_transport(mount_factory, tmp_path):
+    from support.mounts import BIN, run_expect_exit
+    (tmp_path / "m").mkdir()
+    code, _, err = run_expect_exit([BIN, tmp_path / "m", "-f", "--supervise", "--transport",
+                                    "uring"])
+    assert code == 1 and "--transport dev" in err
+
+
+def sighup_upgrade(mnt, timeout=10):
+    """SIGHUP to the supervisor; waits for the next worker. Returns its pid."""
+    old = wait_for(lambda: worker_pid(mnt), timeout, "a worker")
+    before = mnt.log().count(" took over (restart ")
+    mnt.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: mnt.log().count(" took over (restart ") > before, timeout, "the upgrade")
+    return worker_pid(mnt)
+
+
+def test_sighup_upgrades_the_worker_to_the_installed_binary(tmp_path):
+    """The binary at the supervisor's path is replaced (as a package upgrade does: a new
+    file renamed over the old); SIGHUP makes the next worker run it, with ext4 + fio
+    running on a dax disk, and nothing notices."""
+    from support.mounts import BIN, start_mount, teardown_mount
+    installed = tmp_path / "bin" / "ramdiskfs"
+    installed.parent.mkdir()
+    shutil.copy2(BIN, installed)
+    mnt = start_mount(tmp_path / "mnt", tmp_path / "log", *SUPERVISE, "--disk",
+                      "ram0:256M:mode=dax", wait_disks=["ram0"], binary=installed)
+    try:
+        old_worker = worker_pid(mnt)
+        old_ino = os.stat(f"/proc/{old_worker}/exe").st_ino
+        fresh = tmp_path / "bin" / "ramdiskfs.new"
+        shutil.copy2(BIN, fresh)
+        os.rename(fresh, installed)
+        upgrades = 10
+        report, res, kernel_errors, mount_errors, fsck = fio_under_kills(
+            mnt, tmp_path, kills=upgrades, seconds=10, gap=0.5, kill=sighup_upgrade)
+        assert_fio_clean(report, res)
+        assert kernel_errors == [], f"kernel log: {kernel_errors}"
+        assert mount_errors == [], f"the mount answered {set(mount_errors)}"
+        assert fsck.returncode == 0, f"e2fsck -fn: {fsck.stdout}{fsck.stderr}"
+        new_worker = worker_pid(mnt)
+        assert os.stat(f"/proc/{new_worker}/exe").st_ino == os.stat(installed).st_ino != old_ino
+        assert mnt.stats()["restarts"] == upgrades
+        assert "no more restarts" not in mnt.log()  # upgrades are not deaths
+        ms = sorted(stalls(mnt))
+        print(f"upgrades: {len(ms)}, stall ms min {ms[0]} median {ms[len(ms) // 2]} max {ms[-1]}")
+    finally:
+        teardown_mount(mnt)
+
+
+@pytest.mark.parametrize("point", ["open-recorded", "open-replied"])
+@pytest.mark.parametrize("how", ["open", "create"])
+def test_an_open_cut_short_by_a_crash_is_counted_once(mount_factory, monkeypatch, point, how):
+    """The first worker aborts right after recording an open (its reply never reaches
+    the kernel, which resends the OPEN or CREATE) or right after the reply (the kernel
+    holds the handle, nothing is resent). Either way the open is counted once: it is 1
+    while the file is open, 0 after close, and the disk can then be deleted."""
+    monkeypatch.setenv("RAMDISKFS_CRASH_POINT", point)
+    mnt = mount_factory(*SUPERVISE, "--mode", "direct", "--disk", "ram0:16M", wait_disks=["ram0"])
+    name = "ram0" if how == "open" else "fresh"
+    flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if how == "create" else 0)
+    fd = os.open(mnt.disk(name), flags, 0o600)  # the worker dies inside this call
+    try:
+        wait_for(lambda: took_over(mnt, 1), 10, "the takeover")
+        assert "was killed by Aborted" in mnt.log()
+        os.pwrite(fd, b"still works", 0)
+        assert mnt.stats(name)["opens"] == 1
+    finally:
+        os.close(fd)
+    wait_for(lambda: mnt.stats(name)["opens"] == 0, 5, "the release")
+    mnt.write_control("delete", text=name)
+    assert not mnt.disk(name).exists()
+
+
+@pytest.mark.parametrize("mode", ["dax", "direct", "cached"])
+def test_random_operations_against_a_shadow_survive_kills(mount_factory, mode):
+    """An fsx-like verifier: random pwrite, pread, O_DIRECT write and read, hole punch and
+    shared-mmap stores and loads on ram0, each checked against a shadow copy, with fds
+    kept open (and new ones opened) across worker kills. Every byte must match, every
+    call must succeed."""
+    from support.io import fallocate, mmap_read, mmap_write, odirect_pread, odirect_pwrite
+    size = 4 << 20
+    mnt = mount_factory(*SUPERVISE, "--disk", f"ram0:{size}:mode={mode}", wait_disks=["ram0"])
+    path = mnt.disk("ram0")
+    shadow = bytearray(size)
+    rng = random.Random(13)
+    kills = max(3, KILLS // 2)
+    stop = threading.Event()
+    killer_errors = []
+
+    def killer():
+        try:
+            for _ in range(kills):
+                if stop.wait(KILL_GAP * rng.uniform(1.0, 1.3)):
+                    return
+                kill_worker(mnt)
+        except Exception as e:  # reported by the main thread
+            killer_errors.append(e)
+
+    thread = threading.Thread(target=killer)
+    fd = os.open(path, os.O_RDWR)
+    ops = 0
+    thread.start()
+    try:
+        while thread.is_alive() or ops < 200:
+            op = rng.choice(["write", "read", "dwrite", "dread", "punch", "mwrite", "mread"])
+            if op in ("dwrite", "dread", "punch", "mread"):
+                off = rng.randrange(0, size // 4096) * 4096
+                length = min(rng.randrange(1, 64) * 4096, size - off)
+            else:
+                off = rng.randrange(0, size - 1)
+                length = min(rng.randrange(1, 200000), size - off)
+            if op == "write":
+                data = rng.randbytes(length)
+                assert os.pwrite(fd, data, off) == length
+                shadow[off:off + length] = data
+            elif op == "read":
+                assert os.pread(fd, length, off) == shadow[off:off + length], (op, off, length)
+            elif op == "dwrite":
+                data = rng.randbytes(length)
+                odirect_pwrite(path, data, off)
+                shadow[off:off + length] = data
+            elif op == "dread":
+                assert odirect_pread(path, length, off) == shadow[off:off + length], (op, off)
+            elif op == "punch":
+                fallocate(fd, 0x03, off, length)  # PUNCH_HOLE | KEEP_SIZE
+                shadow[off:off + length] = bytes(length)
+            elif op == "mwrite":
+                data = rng.randbytes(length)
+                mmap_write(path, data, off)
+                shadow[off:off + length] = data
+            else:
+                assert mmap_read(path, length, off) == shadow[off:off + length], (op, off)
+            ops += 1
+    finally:
+        stop.set()
+        thread.join()
+        os.close(fd)
+    assert not killer_errors, killer_errors
+    with open(path, "rb") as f:
+        assert sha(f.read()) == sha(bytes(shadow))
+    assert mnt.stats()["restarts"] == kills
+    print(f"{mode}: {ops} operations, {kills} kills")
+
+
+def test_systemd_hears_ready_from_the_supervisor(mount_factory, monkeypatch, tmp_path):
+    """Type=notify with NotifyAccess=main: READY=1 must come with the supervisor's pid
+    (the main process), although the worker is the one that knows when INIT is done."""
+    import socket
+    import struct
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    sock.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    try:
+        mnt = mount_factory(*SUPERVISE, "--disk", "ram0:16M", wait_disks=["ram0"])
+        while True:
+            data, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            if b"READY=1" in data:
+                break
+        (pid,) = [struct.unpack("iII", p[:12])[0] for level, kind, p in anc
+                  if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS]
+        assert pid == mnt.proc.pid
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("what", ["new", "delete", "mode", "mknod", "unlink"])
+def test_a_change_cut_short_by_a_crash_is_done_once(mount_factory, monkeypatch, what):
+    """The first worker aborts after making the change and recording its outcome, before
+    the reply: the kernel resends the request, and the successor answers it from the
+    record instead of doing it again (which would fail with EEXIST or ENOENT). The table
+    then agrees with what the kernel was told."""
+    monkeypatch.setenv("RAMDISKFS_CRASH_POINT", "request-done")
+    mnt = mount_factory(*SUPERVISE, "--disk", "ram0:16M:mode=direct", wait_disks=["ram0"])
+    if what == "new":
+        mnt.write_control("new", text="made 1M")
+        assert mnt.disk("made").exists()
+    elif what == "delete":
+        mnt.write_control("delete", text="ram0")
+        assert not mnt.disk("ram0").exists()
+    elif what == "mode":
+        mnt.write_control("ram0", "mode", text="cached")
+        assert mnt.stats("ram0")["mode"] == "cached"
+    elif what == "mknod":
+        os.mknod(mnt.disk("made"), 0o600 | stat.S_IFREG)
+        assert mnt.disk("made").exists()
+    else:
+        os.unlink(mnt.disk("ram0"))
+        assert not mnt.disk("ram0").exists()
+    assert took_over(mnt, 1) and "was killed by Aborted" in mnt.log()
+    assert mnt.stats()["disks"] == (2 if what in ("new", "mknod") else
+                                    0 if what in ("delete", "unlink") else 1)
