@@ -327,13 +327,16 @@ void Supervisor::TryStop() {
   if (given_up_ && worker_ < 0 && device_fd_ >= 0) {
     // Nobody serves: requests the dead worker read wait uninterruptibly, and
     // the files they hold keep the mount busy. Ending the connection (its
-    // last descriptor closes; /dev/null takes the number, which the libfuse
-    // session still owns) fails them, so the unmount can succeed.
+    // last descriptor closes) fails them, so the unmount can succeed. The
+    // libfuse session still owns the number: an unattached /dev/fuse takes
+    // it, which polls POLLERR like a dead connection, so the exit path's
+    // fuse_session_unmount only closes it (see Run).
     Log("supervisor: no worker is left to serve; ending the connection (pending requests fail)");
-    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null_fd >= 0) {
-      dup2(null_fd, device_fd_);
-      close(null_fd);
+    int spare = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (spare < 0) spare = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (spare >= 0) {
+      dup2(spare, device_fd_);
+      close(spare);
     }
     device_fd_ = -1;
   }
@@ -439,6 +442,10 @@ int Supervisor::Run(DiskTable& table, MemoryPool& pool) {
     Log("cannot mount on ", config_.mountpoint);
     return kExitMountFailure;
   }
+  // The supervisor unmounts with TryUnmount (not lazily, retried while
+  // busy); by the time this runs the connection is dead, so libfuse only
+  // closes its descriptor and frees its copy of the mount point.
+  absl::Cleanup release = [se] { fuse_session_unmount(se); };
   device_fd_ = fuse_session_fd(se);
   char exe[PATH_MAX];
   const ssize_t exe_len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
