@@ -382,6 +382,10 @@ absl::Status ApplyFlakey(const Errors& errors, const std::vector<std::string_vie
   } else if (*up != 0 || *down != 0) {
     return errors.Invalid(absl::StrCat("missing BEHAVIOUR (expected ", AsAbsl(kSyntax), ")"));
   }
+  // "0 0" is off whatever behaviour follows it: the file reads back "0 0",
+  // so the behaviour is not kept (re-applying what the file shows must give
+  // the same settings).
+  if (*up == 0 && *down == 0) flakey = FlakeySettings{};
   s->flakey = flakey;
   return absl::OkStatus();
 }

@@ -308,6 +308,16 @@ TEST(FlakeyTest, SettingsAndRender) {
   EXPECT_FALSE(s.any());  // never down
 }
 
+// "0 0 BEHAVIOUR" is off, and equal to "0 0": what the file reads back
+// ("0 0") must apply to the same settings (the parser fuzzer found it).
+TEST(FlakeyTest, OffForgetsTheBehaviour) {
+  FaultSettings s;
+  ASSERT_TRUE(Apply(FaultFile::kFlakey, "0 0 drop_writes", &s).ok());
+  EXPECT_EQ(s.flakey, FlakeySettings{});
+  EXPECT_EQ(Render(FaultFile::kFlakey, s), "0 0\n");
+  EXPECT_FALSE(s.any());
+}
+
 TEST(FlakeyTest, Refusals) {
   for (const char* bad : {"0", "5 1", "5 1 bogus", "x 1 error_all", "5 1 error_all x",
                           "1 1 error_all\n1 1 error_all", "-1 1 error_all"}) {
