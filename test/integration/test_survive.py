@@ -8,6 +8,7 @@ verified byte intact, and a mount that never answers ENOTCONN. The same
 scenario against the unsupervised daemon must fail, which shows the checks can.
 """
 
+import errno
 import os
 import pathlib
 import random
@@ -463,3 +464,117 @@ def test_a_change_cut_short_by_a_crash_is_done_once(mount_factory, monkeypatch, 
     assert took_over(mnt, 1) and "was killed by Aborted" in mnt.log()
     assert mnt.stats()["disks"] == (2 if what in ("new", "mknod") else
                                     0 if what in ("delete", "unlink") else 1)
+
+
+# Every control file a user can set on a disk (SPEC 5, 10, 11), and the global one.
+SETTABLE = ["size", "readonly", "mode", "cache", "cache_size", "powercut_policy",
+            "powercut_seed", "power", "powercut_log", "powercut_at_flush", "badblocks",
+            "badblocks_once", "badblocks_partial", "errors", "fault_seed", "latency",
+            "throttle", "flakey", "unflushed"]
+
+
+def settings_of(mnt, names):
+    shown = {name: {f: mnt.read_control(name, f) for f in SETTABLE} for name in names}
+    shown["max_memory"] = mnt.read_control("max_memory")
+    return shown
+
+
+def test_every_setting_survives_a_restart_and_stays_in_effect(mount_factory):
+    """Fault, cache and power settings made through the control files, on disks made on
+    the command line and with `new`, read back the same after a worker kill, and act:
+    the injected error still fires, a bad sector still fails, the dead drive stays dead
+    and powers on to its post-cut image, the armed cut counts on, the flakey window and
+    the throttle still hold. A volatile cache's unflushed writes become durable at the
+    worker's death (docs/survive.md)."""
+    mnt = mount_factory(*SUPERVISE, "--disk", "f0:4M:mode=direct", "--disk",
+                        "c0:4M:mode=cached", wait_disks=["f0", "c0"])
+    mnt.write_control("new", text="p0 4M mode=direct cache=volatile powercut_seed=3")
+    mnt.write_control("new", text="r0 1M mode=direct")
+    w = mnt.write_control
+    w("f0", "badblocks", text="+64-71\n+200-300\n")
+    w("f0", "badblocks_partial", text="1\n")
+    w("f0", "errors", text="read 1 ETIMEDOUT\nflush 0.5 ENOSPC\n")
+    w("f0", "fault_seed", text="77\n")
+    w("f0", "latency", text="discard 100 20\n")
+    w("f0", "throttle", text="write_iops 1000000 read_bandwidth 1G\n")
+    w("f0", "flakey", text="600 1 error_writes\n")
+    w("c0", "cache", text="volatile\n")
+    w("c0", "cache_size", text="2M\n")
+    w("c0", "powercut_policy", text="prefix\n")
+    w("c0", "powercut_seed", text="12345\n")
+    w("c0", "powercut_at_flush", text="3\n")
+    w("c0", "badblocks", text="+0-0\n")
+    w("c0", "badblocks_once", text="1\n")
+    w("r0", "readonly", text="1\n")
+    w("r0", "mode", text="cached\n")
+    w("max_memory", text="512M\n")
+    with open(mnt.disk("p0"), "r+b", buffering=0) as f:
+        f.write(b"A" * 8192)
+        os.fsync(f.fileno())
+        f.seek(0)
+        f.write(b"B" * 4096)  # unflushed: lost at the cut
+    w("p0", "power", text="0\n")
+    with open(mnt.disk("c0"), "r+b", buffering=0) as f:
+        f.seek(4096)
+        f.write(b"kept")  # unflushed when the worker dies
+        os.fsync(f.fileno())  # counts the armed cut down: 2 flushes left
+    names = ["f0", "c0", "p0", "r0"]
+    before = settings_of(mnt, names)
+    assert before["c0"]["powercut_at_flush"] == "2\n", before["c0"]
+    assert before["p0"]["powercut_log"].strip(), before["p0"]
+    assert before["c0"]["unflushed"] == "writes 0\nbytes 0\n"
+    with open(mnt.disk("c0"), "r+b", buffering=0) as f:
+        f.seek(8192)
+        f.write(b"unflushed")
+    assert mnt.read_control("c0", "unflushed") != before["c0"]["unflushed"]
+
+    kill_worker(mnt)
+    wait_for(lambda: took_over(mnt, 1), 10, "the takeover")
+
+    after = settings_of(mnt, names)
+    assert after == before, {n: {k: (before[n][k], after[n][k]) for k in before[n]
+                                 if before[n][k] != after[n][k]}
+                             for n in names if before[n] != after[n]}
+    # ... and in effect.
+    fd = os.open(mnt.disk("f0"), os.O_RDWR)
+    try:
+        with pytest.raises(OSError) as e:
+            os.pread(fd, 512, 0)
+        assert e.value.errno == errno.ETIMEDOUT  # the errors rule
+        os.pwrite(fd, b"w" * 512, 0)  # writes pass: flakey is in its 600 s up window
+    finally:
+        os.close(fd)
+    assert mnt.stats("f0")["injected_errors"] >= 1
+    with open(mnt.disk("p0"), "rb", buffering=0) as f:
+        with pytest.raises(OSError) as e:
+            f.read(1)
+        assert e.value.errno == errno.EIO  # the power is still off
+    w("p0", "power", text="1\n")
+    with open(mnt.disk("p0"), "rb") as f:
+        assert f.read(8192) == b"A" * 8192  # the post-cut image
+    assert mnt.stats("p0")["powercuts"] == 0  # putting the power state back is no cut
+    with open(mnt.disk("c0"), "r+b", buffering=0) as f:
+        with pytest.raises(OSError) as e:
+            os.pwrite(f.fileno(), b"x", 0)  # sector 0 is bad; badblocks_once heals it
+        assert e.value.errno == errno.EIO
+        os.pwrite(f.fileno(), b"x", 0)
+        f.seek(4096)
+        assert f.read(4) == b"kept"
+        f.seek(8192)
+        assert f.read(9) == b"unflushed"  # the newest data: the death made it durable
+        os.fsync(f.fileno())  # 1 left
+        with pytest.raises(OSError) as e:
+            os.fsync(f.fileno())  # the armed cut fires here, as it would have
+        assert e.value.errno == errno.EIO
+    assert mnt.read_control("c0", "power") == "0\n"
+    assert mnt.read_control("c0", "badblocks") == ""
+    with pytest.raises(OSError) as e:
+        open(mnt.disk("r0"), "r+b").close()
+    assert e.value.errno == errno.EROFS
+    # What an I/O changed is carried too: a second restart keeps the healed sector
+    # healed and the power off.
+    kill_worker(mnt)
+    wait_for(lambda: took_over(mnt, 2), 10, "the second takeover")
+    assert mnt.read_control("c0", "badblocks") == ""
+    assert mnt.read_control("c0", "power") == "0\n"
+    assert mnt.read_control("c0", "powercut_at_flush") == "0\n"
