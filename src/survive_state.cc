@@ -194,6 +194,15 @@ absl::StatusOr<TableState> DecodeTableState(std::string_view std_text) {
   return state;
 }
 
+std::string SupervisorSocketName(std::string_view mountpoint) {
+  constexpr size_t kSunPath = 108;  // sizeof(sockaddr_un::sun_path), with the leading NUL
+  std::string name = absl::StrCat("ramdiskfs-supervisor:", A(mountpoint));
+  if (name.size() + 1 <= kSunPath) return name;
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  for (unsigned char c : mountpoint) hash = (hash ^ c) * 0x100000001b3ULL;
+  return absl::StrCat("ramdiskfs-supervisor#", absl::Hex(hash, absl::kZeroPad16));
+}
+
 TableState CaptureTableState(const DiskTable& table, std::vector<int>* fds) {
   TableState state;
   state.next_id = table.next_id();

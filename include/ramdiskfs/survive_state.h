@@ -85,6 +85,15 @@ TableState CaptureTableState(const DiskTable& table, std::vector<int>* fds = nul
 // if the counts differ; those of DiskTable::Adopt.
 absl::Status RestoreTable(const TableState& state, std::vector<int> fds, DiskTable* table);
 
+// ---- the supervisor's control socket -------------------------------------------
+// A supervisor listens on an abstract unix socket (SOCK_SEQPACKET) named
+// after its mount point, for `ramdiskctl upgrade` and `ramdiskctl save`
+// (docs/survive.md). It answers only root and its own user (SO_PEERCRED).
+// The name without its leading NUL: "ramdiskfs-supervisor:" + the mount
+// point, or, when that does not fit in sun_path, "ramdiskfs-supervisor#" +
+// a 64-bit FNV-1a of the mount point in hex. `mountpoint` is absolute.
+std::string SupervisorSocketName(std::string_view mountpoint);
+
 // ---- open file handles --------------------------------------------------------
 
 struct OpenInfo {
