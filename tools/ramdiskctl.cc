@@ -22,10 +22,10 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <libsmartcols.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1051,8 +1051,9 @@ absl::StatusOr<int> ConnectSupervisor(const std::string& mount, absl::string_vie
     const int err = errno;
     close(fd);
     if (err == ECONNREFUSED || err == ENOENT) {
-      return Error(absl::StrCat(mount, ": no supervisor answers: the daemon was not started with "
-                                       "--supervise (or its supervisor is gone)"),
+      return Error(absl::StrCat(mount,
+                                ": no supervisor answers: the daemon was not started with "
+                                "--supervise (or its supervisor is gone)"),
                    err);
     }
     return Error(absl::StrCat("cannot reach the supervisor of ", mount), err);

@@ -865,6 +865,17 @@ def test_completion_commands_and_options(tmp_path):
     assert ctl_complete("create", "newdisk", "", env=env) == []
 
 
+def test_completion_paths_for_upgrade_and_save(tmp_path):
+    """upgrade's BINARY and save's DIR complete as files, a directory with its '/'."""
+    env = {**env_without_mount(), "RAMDISKFS_MOUNT": str(tmp_path / "none")}
+    (tmp_path / "images").mkdir()
+    (tmp_path / "ramdiskfs-new").write_text("")
+    assert ctl_complete("upgrade", f"{tmp_path}/ramd", env=env) == [f"{tmp_path}/ramdiskfs-new"]
+    assert ctl_complete("save", f"{tmp_path}/im", env=env) == [f"{tmp_path}/images/"]
+    assert ctl_complete("up", env=env) == ["upgrade"]
+    assert "save" in ctl_complete("s", env=env)
+
+
 def test_completion_disks_and_columns(two_disks):
     mnt = two_disks
     assert ctl_complete("--mount", mnt.path, "flush", "") == ["ram0", "ram1"]

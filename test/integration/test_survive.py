@@ -578,3 +578,144 @@ def test_every_setting_survives_a_restart_and_stays_in_effect(mount_factory):
     assert mnt.read_control("c0", "badblocks") == ""
     assert mnt.read_control("c0", "power") == "0\n"
     assert mnt.read_control("c0", "powercut_at_flush") == "0\n"
+
+
+# ---- ramdiskctl upgrade (SPEC 13) ----------------------------------------------------
+
+def ctl_upgrade(mnt, *binary, check=True):
+    from support.mounts import CTL
+    res = run(CTL, "upgrade", *binary, "--mount", mnt.path, check=False, timeout=90)
+    if check:
+        assert res.returncode == 0 and " runs " in res.stdout, (res.stdout, res.stderr)
+    return res
+
+
+UPGRADES = int(os.environ.get("RAMDISKFS_SURVIVE_UPGRADES", "20"))
+
+
+@pytest.mark.parametrize("mode", ["dax", "direct", "cached"])
+def test_ramdiskctl_upgrade_under_ext4_and_fio_is_invisible(mount_factory, tmp_path, mode):
+    """20 `ramdiskctl upgrade BINARY` under ext4 on a loop device with fio --verify: no
+    fio or verify error, nothing in the kernel log, no ENOTCONN, e2fsck clean, and each
+    upgrade answered only once the new worker serves."""
+    from support.mounts import BIN
+    mnt = mount_factory(*SUPERVISE, "--disk", f"ram0:256M:mode={mode}", wait_disks=["ram0"])
+    started = time.monotonic()
+    report, res, kernel_errors, mount_errors, fsck = fio_under_kills(
+        mnt, tmp_path, kills=UPGRADES, seconds=int(UPGRADES * 0.75) + 6, gap=0.5,
+        kill=lambda m: ctl_upgrade(m, BIN))
+    ms = sorted(stalls(mnt))
+    print(f"{mode}: {len(ms)} upgrades in {time.monotonic() - started:.1f} s, stall ms min "
+          f"{ms[0]} median {ms[len(ms) // 2]} max {ms[-1]}")
+    assert_fio_clean(report, res)
+    assert kernel_errors == [], f"kernel log: {kernel_errors}"
+    assert mount_errors == [], f"the mount answered {set(mount_errors)}"
+    assert fsck.returncode == 0, f"e2fsck -fn: {fsck.stdout}{fsck.stderr}"
+    assert mnt.stats()["restarts"] == UPGRADES, mnt.log()
+    assert mnt.log().count("supervisor: upgrade: worker ") >= UPGRADES
+    assert "no more restarts" not in mnt.log()  # upgrades are not deaths
+    assert mnt.stats("ram0")["mode"] == mode
+
+
+def test_upgrade_refuses_bad_binaries_and_changes_nothing(mount_factory, tmp_path):
+    from support.mounts import CTL
+
+    def assert_ctl_error(res):
+        lines = res.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ramdiskctl: upgrade"), res.stderr
+    mnt = mount_factory(*SUPERVISE, "--disk", "ram0:4M:mode=direct", wait_disks=["ram0"])
+    worker = wait_for(lambda: worker_pid(mnt), 10, "a worker")
+    plain = tmp_path / "plain"
+    plain.write_text("not a program\n")
+    script = tmp_path / "impostor"
+    script.write_text("#!/bin/sh\necho hello\n")
+    script.chmod(0o755)
+    for binary, why in [(tmp_path / "missing", "No such file"),
+                        (plain, "not executable"),
+                        (tmp_path, "not a regular file"),
+                        ("/bin/true", "is not ramdiskfs"),
+                        (script, "is not ramdiskfs")]:
+        res = ctl_upgrade(mnt, binary, check=False)
+        assert res.returncode == 1 and why in res.stderr, (binary, res.stderr)
+        assert_ctl_error(res)
+    assert worker_pid(mnt) == worker  # nothing changed
+    assert mnt.stats()["restarts"] == 0
+    # A daemon without --supervise has no supervisor to ask.
+    other = mount_factory("--disk", "ram0:4M", wait_disks=["ram0"])
+    res = run(CTL, "upgrade", "--mount", other.path, check=False)
+    assert res.returncode == 1 and "--supervise" in res.stderr, res.stderr
+    assert len(res.stderr.splitlines()) == 1, res.stderr
+    res = run(CTL, "upgrade", "--mount", tmp_path, check=False)
+    assert res.returncode == 1 and "not a ramdiskfs mount" in res.stderr, res.stderr
+
+
+def test_an_upgrade_that_cannot_serve_brings_the_old_binary_back(mount_factory, tmp_path):
+    """A binary that passes the checks but dies before it serves (here: one that cannot
+    read the state) must not cost the mount: the previous binary is started again and
+    ramdiskctl reports the failure."""
+    from support.mounts import BIN
+    mnt = mount_factory(*SUPERVISE, "--disk", "ram0:4M:mode=direct", wait_disks=["ram0"])
+    data = pattern(1 << 20, seed=5)
+    with open(mnt.disk("ram0"), "r+b") as f:
+        f.write(data)
+    broken = tmp_path / "broken"
+    broken.write_text(f'#!/bin/sh\n[ "$1" = --version ] && exec "{BIN}" --version\nexit 3\n')
+    broken.chmod(0o755)
+    res = ctl_upgrade(mnt, broken, check=False)
+    assert res.returncode == 1 and "before it served" in res.stderr, res.stderr
+    wait_for(lambda: took_over(mnt, 1), 10, "the old binary's takeover")
+    assert os.path.realpath(f"/proc/{worker_pid(mnt)}/exe") == os.path.realpath(BIN)
+    with open(mnt.disk("ram0"), "rb") as f:
+        assert sha(f.read(len(data))) == sha(data)
+    ctl_upgrade(mnt, BIN)  # and a good upgrade works after it
+
+
+# ---- ramdiskctl save after the restarts stopped (recovery) -------------------------
+
+def test_save_writes_every_disk_after_the_restarts_stopped(mount_factory, tmp_path):
+    """The worker dies 5 times within 10 s, so the supervisor stops restarting it and the
+    mount answers nothing. ramdiskctl save still writes each disk's bytes to an image,
+    from the backing files the supervisor holds; then an upgrade can bring a worker back."""
+    from support.mounts import CTL
+    mnt = mount_factory(*SUPERVISE, "--disk", "ram0:8M:mode=direct", "--disk",
+                        "ram1:3M:mode=dax", wait_disks=["ram0", "ram1"])
+    mnt.write_control("new", text="made 1M mode=cached cache=volatile")
+    data = {"ram0": pattern(8 << 20, seed=1), "ram1": pattern(3 << 20, seed=2),
+            "made": pattern(1 << 20, seed=3)}
+    for name, content in data.items():
+        with open(mnt.disk(name), "r+b", buffering=0) as f:
+            f.write(content)  # made: unflushed in its volatile cache when the worker dies
+    with open(mnt.disk("ram0"), "r+b", buffering=0) as f:
+        f.seek(1 << 20)
+        f.write(bytes(2 << 20))  # zeros and a hole are saved as zeros
+        os.fsync(f.fileno())
+    os.truncate(mnt.disk("ram0"), 8 << 20)
+    data["ram0"] = data["ram0"][:1 << 20] + bytes(2 << 20) + data["ram0"][3 << 20:]
+    for i in range(4):
+        kill_worker(mnt)
+        wait_for(lambda: took_over(mnt, i + 1), 10, "the takeover")
+    os.kill(worker_pid(mnt), signal.SIGKILL)
+    wait_for(lambda: "no more restarts" in mnt.log(), 10, "the supervisor giving up")
+    out = tmp_path / "images"
+    out.mkdir()
+    started = time.monotonic()
+    res = run(CTL, "save", out, "--mount", mnt.path, check=False, timeout=60)
+    assert res.returncode == 0, res.stderr
+    print(f"save: {time.monotonic() - started:.2f} s: {res.stdout}")
+    for name, content in data.items():
+        image = (out / f"{name}.img").read_bytes()
+        assert len(image) == len(content) and sha(image) == sha(content), name
+    assert sorted(line.split()[0] for line in res.stdout.splitlines()) == sorted(data)
+    # Nothing is overwritten, and an unknown name writes nothing.
+    res = run(CTL, "save", out, "ram0", "--mount", mnt.path, check=False, timeout=60)
+    assert res.returncode == 1 and "exists" in res.stderr, res.stderr
+    (out / "more").mkdir()
+    res = run(CTL, "save", out / "more", "ram1", "nosuch", "--mount", mnt.path, check=False)
+    assert res.returncode == 1 and "nosuch" in res.stderr and not any((out / "more").iterdir())
+    res = run(CTL, "save", out / "more", "ram1", "--mount", mnt.path, check=False)
+    assert res.returncode == 0 and (out / "more" / "ram1.img").read_bytes() == data["ram1"]
+    # A new binary (here the same one) can resume the service.
+    ctl_upgrade(mnt)
+    with open(mnt.disk("ram0"), "rb") as f:
+        assert sha(f.read()) == sha(data["ram0"])
+    assert mnt.stats("made")["cache"] == "volatile"
