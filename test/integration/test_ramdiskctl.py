@@ -128,7 +128,7 @@ def test_help_and_version():
     assert out.startswith("Usage:")
     assert set(help_commands()) == {"list", "create", "delete", "resize", "flush", "discard",
                                     "mode", "readonly", "stats", "max-memory", "fault", "cache",
-                                    "powercut", "poweron"}
+                                    "powercut", "poweron", "upgrade", "save"}
     for option in ("--json", "--raw", "--pairs", "--noheadings", "--output", "--output-all",
                    "--bytes", "--mount", "--help", "--version"):
         assert option in help_options(), option
