@@ -505,6 +505,7 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
   }
   absl::Status status =
       fs.control().Write(of->file->file, of->disk, static_cast<uint64_t>(off), {buf, size});
+  fs.MaybeCrash("control-applied");  // done, not yet published: the resend redoes it
   // A control write may change a mode, a flag, the table or the cap.
   fs.PublishState();
   RecordDone(fs, StatusToErrno(status));

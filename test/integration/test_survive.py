@@ -719,3 +719,70 @@ def test_save_writes_every_disk_after_the_restarts_stopped(mount_factory, tmp_pa
     with open(mnt.disk("ram0"), "rb") as f:
         assert sha(f.read()) == sha(data["ram0"])
     assert mnt.stats("made")["cache"] == "volatile"
+
+
+# ---- a worker killed in the middle of a resize or a switch ---------------------------
+
+def memory_consistent(mnt):
+    """The global memory_used against the disks' own allocated_bytes: equal when no
+    cache arena holds memory (nothing leaked by a dead worker)."""
+    total = mnt.stats()
+    disks = [d for d in os.listdir(mnt.control) if (mnt.control / d).is_dir()]
+    return total["memory_used"], sum(mnt.stats(d)["allocated_bytes"] for d in disks)
+
+
+@pytest.mark.parametrize("point,what", [
+    ("resize-truncated", "grow"), ("resize-truncated", "shrink"),
+    ("resize-truncated", "truncate"), ("control-applied", "shrink"),
+    ("control-applied", "mode"), ("control-applied", "cache")])
+def test_a_resize_or_switch_cut_short_by_a_crash_leaves_a_consistent_table(
+        mount_factory, monkeypatch, point, what):
+    """The first worker aborts after the backing file took its new size but before the
+    kernel was told (resize-truncated), or after a control write was applied but before
+    the table was published (control-applied). The kernel resends the request and the
+    successor finishes it: the size stat() shows is the disk's size, the mode and cache
+    are what was written, and memory_used equals what the disks hold (no leak)."""
+    monkeypatch.setenv("RAMDISKFS_CRASH_POINT", point)
+    mnt = mount_factory(*SUPERVISE, "--disk", "ram0:8M:mode=direct", "--disk",
+                        "ram1:1M:mode=direct", wait_disks=["ram0", "ram1"])
+    with open(mnt.disk("ram0"), "r+b", buffering=0) as f:
+        f.write(pattern(8 << 20, seed=9))
+    assert os.stat(mnt.disk("ram0")).st_size == 8 << 20  # the kernel caches this size
+    used, held = memory_consistent(mnt)
+    assert used == held >= 8 << 20, (used, held)
+    if what == "grow":
+        mnt.write_control("ram0", "size", text="12M")
+        size = 12 << 20
+    elif what == "shrink":
+        mnt.write_control("ram0", "size", text="2M")
+        size = 2 << 20
+    elif what == "truncate":
+        os.truncate(mnt.disk("ram0"), 3 << 20)  # SETATTR, not a control file
+        size = 3 << 20
+    elif what == "mode":
+        mnt.write_control("ram0", "mode", text="cached")
+        size = 8 << 20
+    else:
+        mnt.write_control("ram0", "cache", text="volatile")
+        size = 8 << 20
+    wait_for(lambda: took_over(mnt, 1), 10, "the takeover")
+    assert "was killed by Aborted" in mnt.log()
+    stats = mnt.stats("ram0")
+    assert os.stat(mnt.disk("ram0")).st_size == stats["size"] == size
+    assert int(mnt.read_control("ram0", "size")) == size
+    assert stats["mode"] == ("cached" if what == "mode" else "direct")
+    assert stats["cache"] == ("volatile" if what == "cache" else "none")
+    with open(mnt.disk("ram0"), "rb") as f:
+        data = f.read()
+    assert len(data) == size
+    kept = min(size, 8 << 20)
+    assert sha(data[:kept]) == sha(pattern(8 << 20, seed=9)[:kept])
+    assert data[kept:] == bytes(size - kept)
+    used, held = memory_consistent(mnt)
+    assert used == held and held <= kept + (1 << 20), (used, held)
+    # The next worker agrees too (what it was handed is the finished state).
+    kill_worker(mnt)
+    wait_for(lambda: took_over(mnt, 2), 10, "the second takeover")
+    assert mnt.stats("ram0")["size"] == size and os.stat(mnt.disk("ram0")).st_size == size
+    assert mnt.stats("ram0")["mode"] == stats["mode"]
+    assert mnt.stats("ram0")["cache"] == stats["cache"]
