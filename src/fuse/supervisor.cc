@@ -615,7 +615,8 @@ void Supervisor::OnClient() {
   struct pollfd p = {client, POLLIN, 0};
   char buf[PATH_MAX + 64];
   ssize_t n = -1;
-  if (poll(&p, 1, 2000) == 1) n = recv(client, buf, sizeof(buf), MSG_DONTWAIT);
+  // ramdiskctl sends at once; a client that does not holds up restarts for 0.5 s at most.
+  if (poll(&p, 1, 500) == 1) n = recv(client, buf, sizeof(buf), MSG_DONTWAIT);
   if (n <= 0) return;
   absl::string_view request(buf, static_cast<size_t>(n));
   if (request == "save") return SendDisks(client);

@@ -786,3 +786,19 @@ def test_a_resize_or_switch_cut_short_by_a_crash_leaves_a_consistent_table(
     assert mnt.stats("ram0")["size"] == size and os.stat(mnt.disk("ram0")).st_size == size
     assert mnt.stats("ram0")["mode"] == stats["mode"]
     assert mnt.stats("ram0")["cache"] == stats["cache"]
+
+
+def test_disk_keys_given_at_start_reach_the_first_worker(mount_factory):
+    """--disk fault and cache keys are made by the supervisor, which hands the table to
+    its worker as a state: they must be in it (before state version 2 they were not, and
+    a supervised daemon silently served without them)."""
+    mnt = mount_factory(*SUPERVISE, "--disk",
+                        "k0:1M:mode=direct:errors=read 1 ENOMEM:cache=volatile:cache_size=64K",
+                        wait_disks=["k0"])
+    assert mnt.read_control("k0", "errors") == "read 1 ENOMEM\n"
+    assert mnt.read_control("k0", "cache") == "volatile\n"
+    assert mnt.read_control("k0", "cache_size") == "65536\n"
+    with open(mnt.disk("k0"), "rb", buffering=0) as f:
+        with pytest.raises(OSError) as e:
+            f.read(512)
+        assert e.value.errno == errno.ENOMEM
