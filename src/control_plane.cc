@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "ramdiskfs/cache_control.h"
 #include "ramdiskfs/control.h"
+#include "ramdiskfs/crash_point.h"
 #include "ramdiskfs/log.h"
 #include "ramdiskfs/memory_pool.h"
 #include "ramdiskfs/status.h"
@@ -355,6 +356,9 @@ absl::Status ControlPlane::Resize(Disk& disk, uint64_t new_size, const Caller& c
   const int others =
       new_size < disk.size_bytes() ? SettleOpens(disk, caller) : OtherOpens(disk, caller);
   RDFS_RETURN_IF_ERROR(disk.Resize(new_size, others));
+  // Test hook: the backing file has its new size; the kernel, the state and
+  // the reply do not know yet.
+  CrashPoint("resize-truncated");
   kernel_->InvalidateDisk(disk, false);
   Log("disk ", disk.name(), " resized to ", disk.size_bytes());
   return absl::OkStatus();

@@ -467,6 +467,24 @@ absl::Status Disk::ApplyCacheSettings(const CacheSettings& settings) {
   return absl::OkStatus();
 }
 
+DiskSettings Disk::CaptureSettings() const {
+  DiskSettings s;
+  s.faults = faults_.settings();
+  s.flakey_epoch_ns = s.faults.flakey.on() ? faults_.flakey_epoch_ns() : 0;
+  s.cache = cache_.settings();
+  s.power_on = cache_.powered();
+  s.cut_at_flush = cache_.cut_at_flush();
+  s.last_cut = cache_.last_cut();
+  return s;
+}
+
+absl::Status Disk::RestoreSettings(const DiskSettings& settings) {
+  faults_.Restore(settings.faults,
+                  settings.faults.flakey.on() ? settings.flakey_epoch_ns : MonotonicNowNs());
+  return cache_.Restore(settings.cache, settings.power_on, settings.cut_at_flush,
+                        settings.last_cut);
+}
+
 DiskAttributes Disk::attributes() const {
   std::lock_guard lock(mu_);
   return attributes_;

@@ -756,6 +756,16 @@ FaultSettings FaultInjector::settings() const {
   return settings_;
 }
 
+int64_t FaultInjector::flakey_epoch_ns() const {
+  std::lock_guard lock(mu_);
+  return flakey_epoch_ns_;
+}
+
+void FaultInjector::Restore(const FaultSettings& settings, int64_t flakey_epoch_ns) {
+  std::lock_guard lock(mu_);
+  ApplyLocked(settings, true, true, true, flakey_epoch_ns);
+}
+
 uint64_t FaultInjector::Draw(uint64_t stream) {
   const uint64_t index = stream_index_[stream]++;
   // One SplitMix64 sequence per (seed, stream): state = Mix(seed ^ Mix(stream)).
@@ -847,7 +857,9 @@ FaultDecision FaultInjector::Decide(const FaultRequest& request) {
                    ? bad_offset - request.offset
                    : 0;
       if (settings_.badblocks_once && request.op == FaultOp::kWrite) {
-        settings_.badblocks.HealTouched(first, last);
+        if (settings_.badblocks.HealTouched(first, last) > 0) {
+          changed_by_io_.store(true, std::memory_order_release);
+        }
         active_.store(settings_.any(), std::memory_order_relaxed);
       }
     }

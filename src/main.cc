@@ -199,7 +199,7 @@ int WorkerMain(Config config, int socket_fd) {
     io.replaying = true;
     const int64_t died_at = h.died_at_ns;
     const int64_t restored_ms = MonotonicNowMs();
-    io.after_replayed_init = [&fs, died_at, started_ms, restored_ms](int device_fd) {
+    io.after_replayed_init = [&fs, &link, died_at, started_ms, restored_ms](int device_fd) {
       // Every request the dead worker read and did not answer goes back on
       // the kernel's pending list, its unique with FUSE_UNIQUE_RESEND.
       const bool ok = NotifyResend(device_fd);
@@ -215,6 +215,7 @@ int WorkerMain(Config config, int socket_fd) {
           " ms since the previous worker died (to exec'd: ", started_ms - died_at / 1'000'000,
           " ms, handoff and restore: ", restored_ms - started_ms,
           " ms, session and INIT replay: ", MonotonicNowMs() - restored_ms, " ms)");
+      link.SendServing(fs.survive().last_stall_ms);
     };
   }
   link.PublishState(table);  // the supervisor's copy now matches what this worker serves

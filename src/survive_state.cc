@@ -7,18 +7,29 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "ramdiskfs/cache_control.h"
+#include "ramdiskfs/faults.h"
 #include "ramdiskfs/status.h"
 
 namespace ramdiskfs {
 namespace {
 
-constexpr absl::string_view kMagic = "ramdiskfs-state 1";
+// "ramdiskfs-state VERSION". Version 1 (the first --supervise) had no
+// `set` lines; version 2 adds them. A worker reads both, so an upgrade from
+// a version 1 worker keeps its table (with default settings, which is what
+// version 1 served: it carried none).
+constexpr absl::string_view kMagicPrefix = "ramdiskfs-state ";
+constexpr int kVersion = 2;
 
 absl::string_view A(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+std::string_view S(absl::string_view s) { return std::string_view(s.data(), s.size()); }
 
 int64_t ToNs(absl::Time t) { return absl::ToUnixNanos(t); }
 
@@ -36,16 +47,87 @@ bool ParseNumber(absl::string_view text, T* out) {
   return true;
 }
 
+// A fault file's text as a write would take it: badblocks renders
+// "START-END" lines, a write needs "+START-END".
+std::string FaultWriteText(FaultFile file, const FaultSettings& settings) {
+  std::string text = RenderFaultFile(file, settings);
+  if (file != FaultFile::kBadblocks) return text;
+  std::string out;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    absl::StrAppend(&out, "+", line, "\n");
+  }
+  return out;
+}
+
+// The `set` lines of one disk: only what differs from a new disk's.
+void EncodeSettings(const DiskSettings& s, std::string* out) {
+  auto set = [out](absl::string_view key, absl::string_view value) {
+    absl::StrAppend(out, "set ", key, " ", absl::CEscape(value), "\n");
+  };
+  const FaultSettings none;
+  for (FaultFile file : AllFaultFiles()) {
+    const std::string text = FaultWriteText(file, s.faults);
+    if (text != FaultWriteText(file, none)) {
+      set(absl::StrCat("fault:", A(FaultFileName(file))), text);
+    }
+  }
+  if (s.faults.flakey.on()) set("flakey_epoch", absl::StrCat(s.flakey_epoch_ns));
+  const CacheSettings cache;
+  if (s.cache.mode != cache.mode) set("cache", A(CacheModeName(s.cache.mode)));
+  if (s.cache.cache_size_bytes != 0) set("cache_size", absl::StrCat(s.cache.cache_size_bytes));
+  if (s.cache.policy != cache.policy) {
+    set("powercut_policy", A(PowercutPolicyName(s.cache.policy)));
+  }
+  if (s.cache.seed != 0) set("powercut_seed", absl::StrCat(s.cache.seed));
+  if (!s.power_on) set("power", "0");
+  if (s.cut_at_flush != 0) set("powercut_at_flush", absl::StrCat(s.cut_at_flush));
+  if (!s.last_cut.empty()) set("powercut_log", RenderPowercutLog(s.last_cut));
+}
+
+// One `set KEY VALUE` (VALUE C-escaped) onto `s`.
+absl::Status DecodeSetting(absl::string_view key, absl::string_view escaped, DiskSettings* s) {
+  std::string value;
+  if (!absl::CUnescape(escaped, &value)) return absl::InvalidArgumentError("bad escape");
+  if (absl::ConsumePrefix(&key, "fault:")) {
+    std::optional<FaultFile> file = FindFaultFile(S(key));
+    if (!file) return absl::InvalidArgumentError(absl::StrCat("unknown fault file '", key, "'"));
+    return ApplyFaultWrite(*file, value, &s->faults);
+  }
+  if (key == "flakey_epoch") {
+    if (!ParseNumber(value, &s->flakey_epoch_ns)) return absl::InvalidArgumentError("bad number");
+    return absl::OkStatus();
+  }
+  if (key == "powercut_log") {
+    absl::StatusOr<std::vector<PowercutRecord>> log = ParsePowercutLog(value);
+    if (!log.ok()) return log.status();
+    s->last_cut = *std::move(log);
+    return absl::OkStatus();
+  }
+  auto take = [](auto parsed, auto* to) {
+    if (!parsed.ok()) return parsed.status();
+    *to = *parsed;
+    return absl::OkStatus();
+  };
+  if (key == "cache") return take(ParseCacheValue(value), &s->cache.mode);
+  if (key == "cache_size") return take(ParseCacheSizeValue(value), &s->cache.cache_size_bytes);
+  if (key == "powercut_policy") return take(ParsePowercutPolicyValue(value), &s->cache.policy);
+  if (key == "powercut_seed") return take(ParsePowercutSeedValue(value), &s->cache.seed);
+  if (key == "power") return take(ParsePowerValue(value), &s->power_on);
+  if (key == "powercut_at_flush") return take(ParsePowercutAtFlushValue(value), &s->cut_at_flush);
+  return absl::InvalidArgumentError(absl::StrCat("unknown setting '", key, "'"));
+}
+
 }  // namespace
 
 std::string EncodeTableState(const TableState& state) {
-  std::string out = absl::StrCat(kMagic, "\n");
+  std::string out = absl::StrCat(kMagicPrefix, kVersion, "\n");
   absl::StrAppend(&out, "table ", state.next_id, " ", state.max_memory_bytes, " ",
                   state.disks.size(), "\n");
   for (const DiskState& d : state.disks) {
     absl::StrAppend(&out, "disk ", d.id, " ", A(DataModeName(d.requested_mode)), " ",
                     d.readonly ? 1 : 0, " ", d.growing ? 1 : 0, " ", d.permissions, " ", d.uid, " ",
                     d.gid, " ", d.mtime_ns, " ", d.ctime_ns, " ", d.backing_id, " ", d.name, "\n");
+    EncodeSettings(d.settings, &out);
   }
   absl::StrAppend(&out, "end\n");
   return out;
@@ -57,7 +139,16 @@ absl::StatusOr<TableState> DecodeTableState(std::string_view std_text) {
   auto bad = [](size_t line, absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat("state line ", line + 1, ": ", why));
   };
-  if (lines.empty() || lines[0] != kMagic) return bad(0, "not a ramdiskfs state");
+  absl::string_view magic = lines.empty() ? absl::string_view() : lines[0];
+  int version = 0;
+  if (!absl::ConsumePrefix(&magic, kMagicPrefix) || !absl::SimpleAtoi(magic, &version)) {
+    return bad(0, "not a ramdiskfs state");
+  }
+  if (version < 1 || version > kVersion) {
+    return bad(0,
+               absl::StrCat("state version ", magic, ", but this ramdiskfs reads versions 1 to ",
+                            kVersion, " (a newer binary wrote it: upgrade to that one or newer)"));
+  }
   if (lines.size() < 3) return bad(1, "truncated");
   TableState state;
   std::vector<absl::string_view> t = absl::StrSplit(lines[1], ' ');
@@ -69,29 +160,47 @@ absl::StatusOr<TableState> DecodeTableState(std::string_view std_text) {
   if (count > static_cast<size_t>(kMaxDisks) || lines.size() < count + 3) {
     return bad(1, "bad disk count");
   }
-  for (size_t i = 2; i < 2 + count; ++i) {
+  size_t i = 2;
+  for (; i < lines.size() && lines[i] != "end"; ++i) {
+    if (absl::StartsWith(lines[i], "set ")) {
+      std::vector<absl::string_view> f = absl::StrSplit(lines[i], absl::MaxSplits(' ', 2));
+      if (version < 2 || state.disks.empty() || f.size() != 3) return bad(i, "bad set line");
+      absl::Status set = DecodeSetting(f[1], f[2], &state.disks.back().settings);
+      if (!set.ok()) return bad(i, absl::StrCat("set ", f[1], ": ", set.message()));
+      continue;
+    }
     std::vector<absl::string_view> f = absl::StrSplit(lines[i], ' ');
     DiskState d;
     int readonly = 0, growing = 0;
-    if (f.size() != 12 || f[0] != "disk" || !ParseNumber(f[1], &d.id) ||
-        !ParseNumber(f[3], &readonly) || !ParseNumber(f[4], &growing) ||
-        !ParseNumber(f[5], &d.permissions) || !ParseNumber(f[6], &d.uid) ||
-        !ParseNumber(f[7], &d.gid) || !ParseNumber(f[8], &d.mtime_ns) ||
-        !ParseNumber(f[9], &d.ctime_ns) || !ParseNumber(f[10], &d.backing_id)) {
+    if (state.disks.size() == count || f.size() != 12 || f[0] != "disk" ||
+        !ParseNumber(f[1], &d.id) || !ParseNumber(f[3], &readonly) ||
+        !ParseNumber(f[4], &growing) || !ParseNumber(f[5], &d.permissions) ||
+        !ParseNumber(f[6], &d.uid) || !ParseNumber(f[7], &d.gid) ||
+        !ParseNumber(f[8], &d.mtime_ns) || !ParseNumber(f[9], &d.ctime_ns) ||
+        !ParseNumber(f[10], &d.backing_id)) {
       return bad(i, "bad disk line");
     }
-    absl::StatusOr<DataMode> mode = ParseDataMode(std::string_view(f[2].data(), f[2].size()));
+    absl::StatusOr<DataMode> mode = ParseDataMode(S(f[2]));
     if (!mode.ok()) return bad(i, "bad mode");
-    if (!ValidateDiskName(std::string_view(f[11].data(), f[11].size())).ok())
-      return bad(i, "bad name");
+    if (!ValidateDiskName(S(f[11])).ok()) return bad(i, "bad name");
     d.requested_mode = *mode;
     d.readonly = readonly != 0;
     d.growing = growing != 0;
     d.name = std::string(f[11]);
     state.disks.push_back(std::move(d));
   }
-  if (lines[2 + count] != "end") return bad(2 + count, "no end line (truncated)");
+  if (i == lines.size()) return bad(i - 1, "no end line (truncated)");
+  if (state.disks.size() != count) return bad(i, "fewer disk lines than the table line says");
   return state;
+}
+
+std::string SupervisorSocketName(std::string_view mountpoint) {
+  constexpr size_t kSunPath = 108;  // sizeof(sockaddr_un::sun_path), with the leading NUL
+  std::string name = absl::StrCat("ramdiskfs-supervisor:", A(mountpoint));
+  if (name.size() + 1 <= kSunPath) return name;
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  for (unsigned char c : mountpoint) hash = (hash ^ c) * 0x100000001b3ULL;
+  return absl::StrCat("ramdiskfs-supervisor#", absl::Hex(hash, absl::kZeroPad16));
 }
 
 TableState CaptureTableState(const DiskTable& table, std::vector<int>* fds) {
@@ -112,6 +221,7 @@ TableState CaptureTableState(const DiskTable& table, std::vector<int>* fds) {
     d.mtime_ns = ToNs(attr.mtime);
     d.ctime_ns = ToNs(attr.ctime);
     d.backing_id = disk->backing_id();
+    d.settings = disk->CaptureSettings();
     state.disks.push_back(std::move(d));
     if (fds != nullptr) fds->push_back(disk->store().fd());
   }
@@ -141,6 +251,9 @@ absl::Status RestoreTable(const TableState& state, std::vector<int> fds, DiskTab
       continue;
     }
     if (d.backing_id > 0) (*disk)->set_backing_id(d.backing_id);
+    if (absl::Status settings = (*disk)->RestoreSettings(d.settings); !settings.ok()) {
+      if (first_error.ok()) first_error = settings;
+    }
   }
   table->RaiseNextId(state.next_id);
   return first_error;

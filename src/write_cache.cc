@@ -616,6 +616,7 @@ absl::Status WriteCache::CutNow() {
 
 bool WriteCache::ArmedCutFires() {
   if (cut_at_flush_ == 0) return false;
+  changed_by_io_.store(true, std::memory_order_release);
   return --cut_at_flush_ == 0;
 }
 
@@ -628,6 +629,20 @@ void WriteCache::SetCutAtFlush(uint64_t n) {
 uint64_t WriteCache::cut_at_flush() const {
   std::lock_guard lock(mu_);
   return cut_at_flush_;
+}
+
+absl::Status WriteCache::Restore(const CacheSettings& settings, bool powered, uint64_t cut_at_flush,
+                                 std::vector<PowercutRecord> last_cut) {
+  std::lock_guard lock(mu_);
+  if (settings.mode == CacheMode::kVolatile) RDFS_RETURN_IF_ERROR(EnsureFiles());
+  settings_ = settings;
+  cut_at_flush_ = powered ? cut_at_flush : 0;
+  last_cut_ = std::move(last_cut);
+  known_data_.clear();
+  SetStateBit(kVolatile, settings.mode == CacheMode::kVolatile);
+  SetStateBit(kArmed, cut_at_flush_ != 0);
+  SetStateBit(kOff, !powered);
+  return absl::OkStatus();
 }
 
 absl::Status WriteCache::Cut() {

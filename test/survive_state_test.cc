@@ -71,6 +71,202 @@ TEST(TableStateCodec, RefusesTruncatedAndForeignText) {
   EXPECT_FALSE(DecodeTableState(bad_name).ok());
 }
 
+// Every setting a user can make through a fault or cache control file.
+DiskSettings AllSettings() {
+  DiskSettings s;
+  FaultSettings& f = s.faults;
+  for (auto [file, text] : std::vector<std::pair<FaultFile, std::string>>{
+           {FaultFile::kBadblocks, "+8-15\n+100-100\n"},
+           {FaultFile::kBadblocksOnce, "1"},
+           {FaultFile::kBadblocksPartial, "1"},
+           {FaultFile::kErrors, "read 0.25 ENOSPC\nwrite 1\nflush 0.000000001 ETIMEDOUT"},
+           {FaultFile::kFaultSeed, "18446744073709551615"},
+           {FaultFile::kLatency, "write 200 50\ndiscard 7"},
+           {FaultFile::kThrottle, "read_iops 100 write_bandwidth 50M"},
+           {FaultFile::kFlakey, "3 1 corrupt_writes"}}) {
+    EXPECT_TRUE(ApplyFaultWrite(file, text, &f).ok()) << FaultFileName(file);
+  }
+  s.flakey_epoch_ns = 123456789;
+  s.cache = {CacheMode::kVolatile, 8 << 20, PowercutPolicy::kTorn, 42};
+  s.power_on = false;
+  s.cut_at_flush = 3;
+  s.last_cut = {{0, 4096, 512, WriteFate::kKept}, {1, 0, 8192, WriteFate::kTorn}};
+  return s;
+}
+
+TEST(TableStateCodec, RoundTripsEverySetting) {
+  TableState state = Sample();
+  state.disks[1].requested_mode = DataMode::kDirect;
+  state.disks[1].settings = AllSettings();
+  const std::string text = EncodeTableState(state);
+  EXPECT_NE(text.find("set fault:errors "), std::string::npos) << text;
+  absl::StatusOr<TableState> back = DecodeTableState(text);
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << text;
+  EXPECT_EQ(*back, state) << text;
+  // Defaults write no set line at all.
+  EXPECT_EQ(EncodeTableState(Sample()).find("set "), std::string::npos);
+  // Each setting alone, so one that is dropped or misread shows by name.
+  const DiskSettings all = AllSettings();
+  for (int field = 0; field < 7; ++field) {
+    TableState one = Sample();
+    DiskSettings& s = one.disks[0].settings;
+    switch (field) {
+      case 0:
+        s.faults = all.faults;
+        s.flakey_epoch_ns = all.flakey_epoch_ns;
+        break;
+      case 1:
+        s.cache.mode = all.cache.mode;
+        break;
+      case 2:
+        s.cache.cache_size_bytes = all.cache.cache_size_bytes;
+        break;
+      case 3:
+        s.cache.policy = all.cache.policy;
+        s.cache.seed = all.cache.seed;
+        break;
+      case 4:
+        s.power_on = false;
+        break;
+      case 5:
+        s.cut_at_flush = 1;
+        break;
+      case 6:
+        s.last_cut = all.last_cut;
+        break;
+    }
+    absl::StatusOr<TableState> got = DecodeTableState(EncodeTableState(one));
+    ASSERT_TRUE(got.ok()) << field << ": " << got.status();
+    EXPECT_EQ(*got, one) << "field " << field;
+  }
+}
+
+TEST(TableStateCodec, ReadsVersion1AndRefusesOtherVersionsClearly) {
+  // What the first --supervise wrote: no settings; a worker of this version
+  // takes over from one of that version (an upgrade) with default settings.
+  const std::string v1 =
+      "ramdiskfs-state 1\ntable 3 1048576 1\n"
+      "disk 2 direct 0 0 384 0 0 1 2 0 ram0\nend\n";
+  absl::StatusOr<TableState> old = DecodeTableState(v1);
+  ASSERT_TRUE(old.ok()) << old.status();
+  ASSERT_EQ(old->disks.size(), 1u);
+  EXPECT_EQ(old->disks[0].settings, DiskSettings());
+  // Version 1 had no set lines: one there is not version 1.
+  std::string v1_with_set = v1;
+  v1_with_set.insert(v1_with_set.find("end"), "set power 0\n");
+  EXPECT_FALSE(DecodeTableState(v1_with_set).ok());
+  // A newer version's state is refused with a message that says so.
+  std::string v3 = EncodeTableState(Sample());
+  v3.replace(0, v3.find('\n'), "ramdiskfs-state 3");
+  absl::StatusOr<TableState> newer = DecodeTableState(v3);
+  ASSERT_FALSE(newer.ok());
+  EXPECT_NE(newer.status().message().find("state version 3"), std::string::npos) << newer.status();
+  for (std::string_view bad :
+       {"ramdiskfs-state 0\n", "ramdiskfs-state x\n", "ramdiskfs-state\n", "",
+        "\x7f"
+        "ELF\x02\x01"}) {
+    absl::StatusOr<TableState> got = DecodeTableState(bad);
+    ASSERT_FALSE(got.ok()) << bad;
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(got.status().message().find("state line 1"), std::string::npos) << got.status();
+  }
+}
+
+TEST(TableStateCodec, RefusesBadSettingsNamingTheLine) {
+  TableState state = Sample();
+  state.disks[0].settings.power_on = false;
+  const std::string good = EncodeTableState(state);
+  const size_t at = good.find("set power 0");
+  ASSERT_NE(at, std::string::npos) << good;
+  for (std::string_view line :
+       {"set power 2", "set colour blue", "set fault:nope 1", "set fault:errors read\\x",
+        "set fault:errors read 7", "set fault:latency \\q", "set cache_size -1",
+        "set powercut_log 0 1 2 maybe", "set flakey_epoch soon", "set power"}) {
+    std::string text = good;
+    text.replace(at, std::string_view("set power 0").size(), line);
+    absl::StatusOr<TableState> got = DecodeTableState(text);
+    ASSERT_FALSE(got.ok()) << line;
+    EXPECT_NE(got.status().message().find("state line 4"), std::string::npos)
+        << line << ": " << got.status();
+  }
+  // A set line before any disk belongs to no disk.
+  std::string orphan = good;
+  orphan.insert(orphan.find("disk "), "set power 0\n");
+  EXPECT_FALSE(DecodeTableState(orphan).ok());
+}
+
+TEST_F(SurviveStateTest, SettingsSurviveARestoreAndStayInEffect) {
+  auto a = Make("ram0", kMiB);
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(a->WriteFaultFile(FaultFile::kErrors, "read 1 ENOSPC\n").ok());
+  ASSERT_TRUE(a->WriteFaultFile(FaultFile::kBadblocks, "+16-23\n").ok());
+  ASSERT_TRUE(a->WriteFaultFile(FaultFile::kFlakey, "5 5 drop_writes\n").ok());
+  ASSERT_TRUE(
+      a->ApplyCacheSettings({CacheMode::kVolatile, 1 << 20, PowercutPolicy::kPrefix, 9}).ok());
+  a->cache().SetCutAtFlush(4);
+  auto b = Make("ram1", kMiB);
+  ASSERT_TRUE(b);
+  ASSERT_TRUE(b->ApplyCacheSettings({CacheMode::kVolatile, 0, PowercutPolicy::kAllLost, 0}).ok());
+  ASSERT_TRUE(b->Write(0, "lost?", 5).ok());  // unflushed when the worker dies
+  ASSERT_TRUE(b->SetPower(false).ok());       // cut: all_lost
+  const std::vector<PowercutRecord> cut = b->cache().last_cut();
+  ASSERT_EQ(cut.size(), 1u);
+
+  std::vector<int> borrowed;
+  const TableState state = CaptureTableState(*table_, &borrowed);
+  std::vector<int> fds;
+  for (int fd : borrowed) fds.push_back(fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  DiskTable restored(pool_.get());
+  absl::StatusOr<TableState> decoded = DecodeTableState(EncodeTableState(state));
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_TRUE(RestoreTable(*decoded, fds, &restored).ok());
+  auto ra = restored.FindById(a->id());
+  auto rb = restored.FindById(b->id());
+  ASSERT_TRUE(ra && rb);
+  // The files read the same.
+  for (FaultFile file : AllFaultFiles()) {
+    EXPECT_EQ(ra->faults().Read(file), a->faults().Read(file)) << FaultFileName(file);
+  }
+  EXPECT_EQ(ra->faults().flakey_epoch_ns(), a->faults().flakey_epoch_ns());
+  EXPECT_EQ(ra->cache().settings(), a->cache().settings());
+  EXPECT_EQ(ra->cache().cut_at_flush(), 4u);
+  EXPECT_TRUE(ra->cache().powered());
+  EXPECT_FALSE(rb->cache().powered());
+  EXPECT_EQ(rb->cache().last_cut(), cut);
+  EXPECT_EQ(rb->cache().stats().powercuts.load(), 0u);  // putting it back is not a cut
+  // And act the same: the error rule fires, the dead drive stays dead.
+  EXPECT_TRUE(ra->faults().active());
+  int64_t reply_at = 0;
+  char buf[8];
+  EXPECT_EQ(StatusToErrno(ra->FaultyRead(0, buf, 8, &reply_at).status()), ENOSPC);
+  EXPECT_EQ(StatusToErrno(rb->Read(0, buf, 5).status()), EIO);
+  ASSERT_TRUE(rb->SetPower(true).ok());
+  ASSERT_TRUE(rb->Read(0, buf, 5).ok());
+  EXPECT_EQ(std::string(buf, 5), std::string(5, '\0'));  // the post-cut image
+  // The armed cut counts on from where it was.
+  EXPECT_TRUE(ra->cache().engaged());
+}
+
+TEST_F(SurviveStateTest, AHealByBadblocksOnceIsReportedOnce) {
+  auto a = Make("ram0", kMiB);
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(a->WriteFaultFile(FaultFile::kBadblocks, "+0-7\n").ok());
+  ASSERT_TRUE(a->WriteFaultFile(FaultFile::kBadblocksOnce, "1\n").ok());
+  EXPECT_FALSE(a->TakeSettingsChanged());
+  int64_t reply_at = 0;
+  EXPECT_FALSE(a->FaultyWrite(0, "x", 1, false, &reply_at).ok());  // fails, heals
+  EXPECT_TRUE(a->TakeSettingsChanged());
+  EXPECT_FALSE(a->TakeSettingsChanged());
+  EXPECT_TRUE(a->FaultyWrite(0, "x", 1, false, &reply_at).ok());
+  EXPECT_FALSE(a->TakeSettingsChanged());
+  a->cache().SetCutAtFlush(2);
+  ASSERT_TRUE(a->Sync().ok());
+  EXPECT_TRUE(a->TakeSettingsChanged());  // 1 flush left: the successor must know
+  EXPECT_FALSE(a->Sync().ok());           // the cut fires
+  EXPECT_TRUE(a->TakeSettingsChanged());
+  EXPECT_FALSE(a->cache().powered());
+}
+
 TEST_F(SurviveStateTest, CaptureAndRestoreKeepIdsDataAndAttributes) {
   auto a = Make("ram0", 2 * kMiB);
   auto b = Make("ram1", kMiB);

@@ -22,7 +22,11 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <libsmartcols.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,6 +59,7 @@
 #include "ramdiskfs/options.h"
 #include "ramdiskfs/size.h"
 #include "ramdiskfs/status.h"
+#include "ramdiskfs/survive_state.h"
 
 namespace ramdiskfs {
 namespace {
@@ -569,7 +574,8 @@ enum class Kind {
   kFaultFile,
   kPolicy,
   kColumns,
-  kMount
+  kMount,
+  kPath  // a file or directory
 };
 
 struct OptionInfo {
@@ -987,6 +993,233 @@ absl::Status RunPoweron(const Request& request) {
   return WriteDiskFile(request, *name, "power", "1");
 }
 
+// ---- upgrade and save: the supervisor's control socket (docs/survive.md) ---------------
+
+// The mount for upgrade and save, found without touching it: a mount whose
+// worker is gone (the restarts stopped) answers nothing, and a stat() of it
+// would wait for ever. `given` or $RAMDISKFS_MOUNT made absolute, else the
+// only ramdiskfs mount; it must be in /proc/self/mountinfo.
+absl::StatusOr<std::string> SupervisedMount(const Request& request) {
+  std::optional<std::string> given = request.options.mount;
+  if (!given) {
+    if (const char* env = std::getenv("RAMDISKFS_MOUNT"); env != nullptr && *env != '\0') {
+      given = env;
+    }
+  }
+  const std::vector<std::string> mounts = RamdiskfsMountPoints();
+  if (!given) {
+    if (mounts.size() == 1) return mounts[0];
+    if (mounts.empty()) {
+      return Error("no ramdiskfs mount found; give --mount MOUNT or set RAMDISKFS_MOUNT", ENOENT);
+    }
+    return Error(absl::StrCat(mounts.size(), " ramdiskfs mounts (", absl::StrJoin(mounts, ", "),
+                              "); give --mount MOUNT or set RAMDISKFS_MOUNT"));
+  }
+  std::string mount = *given;
+  if (mount.empty() || mount[0] != '/') {
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof(cwd)) == nullptr) return Error("getcwd", errno);
+    mount = absl::StrCat(cwd, "/", mount);
+  }
+  // Lexically: "." and ".." components and repeated or trailing '/'.
+  std::vector<std::string> parts;
+  for (absl::string_view part : absl::StrSplit(mount, '/', absl::SkipEmpty())) {
+    if (part == ".") continue;
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+      continue;
+    }
+    parts.emplace_back(part);
+  }
+  mount = "/" + absl::StrJoin(parts, "/");
+  if (std::find(mounts.begin(), mounts.end(), mount) == mounts.end()) {
+    return Error(absl::StrCat(mount, ": not a ramdiskfs mount"), ENOENT);
+  }
+  return mount;
+}
+
+// Connects to the supervisor of `mount` and sends `request`.
+absl::StatusOr<int> ConnectSupervisor(const std::string& mount, absl::string_view request) {
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error("socket", errno);
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  const std::string name = SupervisorSocketName(Std(mount));
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  const socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    const int err = errno;
+    close(fd);
+    if (err == ECONNREFUSED || err == ENOENT) {
+      return Error(absl::StrCat(mount,
+                                ": no supervisor answers: the daemon was not started with "
+                                "--supervise (or its supervisor is gone)"),
+                   err);
+    }
+    return Error(absl::StrCat("cannot reach the supervisor of ", mount), err);
+  }
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) < 0) {
+    const int err = errno;
+    close(fd);
+    return Error(absl::StrCat("cannot send to the supervisor of ", mount), err);
+  }
+  return fd;
+}
+
+// One message from the supervisor (text, and a descriptor if one came:
+// -1 otherwise). Waits up to `timeout_ms`.
+absl::StatusOr<std::string> ReceiveAnswer(int fd, int timeout_ms, int* got_fd) {
+  *got_fd = -1;
+  struct pollfd p = {fd, POLLIN, 0};
+  const int ready = poll(&p, 1, timeout_ms);
+  if (ready == 0) return Error("the supervisor did not answer in time", ETIMEDOUT);
+  if (ready < 0) return Error("poll", errno);
+  char buf[4096];
+  struct iovec iov = {buf, sizeof(buf)};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  const ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+  if (n < 0) return Error("recvmsg", errno);
+  if (n == 0) return Error("the supervisor closed the connection without an answer", EPIPE);
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      std::memcpy(got_fd, CMSG_DATA(c), sizeof(int));
+    }
+  }
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+// `upgrade [BINARY]`: the supervisor replaces the worker with BINARY (by
+// default the binary the daemon was started from, as SIGHUP does) and
+// answers once the new worker serves.
+absl::Status RunUpgrade(const Request& request) {
+  std::string binary;
+  if (!request.operands.empty()) {
+    char* real = realpath(request.operands[0].c_str(), nullptr);
+    if (real == nullptr) return Error(absl::StrCat("upgrade: ", request.operands[0]), errno);
+    binary = real;
+    std::free(real);
+  }
+  auto mount = SupervisedMount(request);
+  if (!mount.ok()) return mount.status();
+  auto fd = ConnectSupervisor(*mount, absl::StrCat("upgrade ", binary));
+  if (!fd.ok()) return fd.status();
+  absl::Cleanup closer = [fd = *fd] { close(fd); };
+  int unused = -1;
+  auto answer = ReceiveAnswer(*fd, 60'000, &unused);
+  if (unused >= 0) close(unused);
+  if (!answer.ok()) return answer.status();
+  absl::string_view text = *answer;
+  if (absl::ConsumePrefix(&text, "ok ")) {
+    absl::PrintF("%s: %s\n", *mount, text);
+    return absl::OkStatus();
+  }
+  absl::ConsumePrefix(&text, "error ");
+  return Error(absl::StrCat("upgrade: ", text));
+}
+
+// Copies the bytes of the backing file `fd` (a copy of the supervisor's) to
+// a new file `path`, holes as holes. Through its own open file, so the
+// offset the daemon shares with its descriptor is left alone.
+absl::Status SaveImage(int fd, const std::string& path, uint64_t* size) {
+  const int in = open(absl::StrCat("/proc/self/fd/", fd).c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return Error(absl::StrCat("cannot open a backing file for ", path), errno);
+  absl::Cleanup close_in = [in] { close(in); };
+  struct stat st;
+  if (fstat(in, &st) != 0) return Error("fstat", errno);
+  *size = static_cast<uint64_t>(st.st_size);
+  const int out = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (out < 0) return Error(absl::StrCat("cannot create ", path), errno);
+  absl::Cleanup close_out = [out] { close(out); };
+  std::vector<char> buf(1 << 20);
+  off_t at = 0;
+  while (at < st.st_size) {
+    off_t data = lseek(in, at, SEEK_DATA);
+    if (data < 0) break;  // ENXIO: only a hole is left
+    off_t hole = lseek(in, data, SEEK_HOLE);
+    if (hole < 0) hole = st.st_size;
+    for (off_t pos = data; pos < hole;) {
+      const size_t want = static_cast<size_t>(std::min<off_t>(hole - pos, buf.size()));
+      const ssize_t n = pread(in, buf.data(), want, pos);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return Error(absl::StrCat("cannot read a backing file for ", path), errno);
+      for (ssize_t done = 0; done < n;) {
+        const ssize_t w = pwrite(out, buf.data() + done, static_cast<size_t>(n - done), pos + done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return Error(absl::StrCat("cannot write ", path), errno);
+        done += w;
+      }
+      pos += n;
+    }
+    at = hole;
+  }
+  if (ftruncate(out, st.st_size) != 0) return Error(absl::StrCat("cannot size ", path), errno);
+  if (fsync(out) != 0) return Error(absl::StrCat("cannot sync ", path), errno);
+  return absl::OkStatus();
+}
+
+// `save DIR [NAME...]`: writes DIR/NAME.img for every disk (or the NAMEs),
+// from the backing files the supervisor holds. It needs nothing from the
+// worker, so it works after the restarts stopped, when the mount answers no
+// request. No file is written if a NAME is unknown or an image exists.
+absl::Status RunSave(const Request& request) {
+  const std::string& dir = request.operands[0];
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0) return Error(absl::StrCat("save: ", dir), errno);
+  if (!S_ISDIR(st.st_mode)) return Error(absl::StrCat("save: ", dir, ": not a directory"), ENOTDIR);
+  std::vector<std::string> wanted(request.operands.begin() + 1, request.operands.end());
+  for (const std::string& name : wanted) {
+    if (auto status = CheckName(request, name); !status.ok()) return status;
+  }
+  auto mount = SupervisedMount(request);
+  if (!mount.ok()) return mount.status();
+  auto sock = ConnectSupervisor(*mount, "save");
+  if (!sock.ok()) return sock.status();
+  absl::Cleanup closer = [fd = *sock] { close(fd); };
+  std::vector<std::pair<std::string, int>> disks;
+  absl::Cleanup close_fds = [&disks] {
+    for (auto& [name, fd] : disks) close(fd);
+  };
+  for (;;) {
+    int fd = -1;
+    auto answer = ReceiveAnswer(*sock, 10'000, &fd);
+    if (!answer.ok()) return answer.status();
+    absl::string_view text = *answer;
+    if (absl::ConsumePrefix(&text, "disk ") && fd >= 0) {
+      disks.emplace_back(std::string(text), fd);
+      continue;
+    }
+    if (fd >= 0) close(fd);
+    if (absl::StartsWith(text, "end")) break;
+    absl::ConsumePrefix(&text, "error ");
+    return Error(absl::StrCat("save: ", text));
+  }
+  std::vector<std::pair<std::string, int>> chosen;
+  for (const std::string& name : wanted) {
+    auto it = std::find_if(disks.begin(), disks.end(), [&](auto& d) { return d.first == name; });
+    if (it == disks.end()) return Error(absl::StrCat("save: no disk '", name, "'"), ENOENT);
+    chosen.push_back(*it);
+  }
+  if (wanted.empty()) chosen = disks;
+  for (const auto& [name, fd] : chosen) {
+    const std::string path = absl::StrCat(dir, "/", name, ".img");
+    if (access(path.c_str(), F_OK) == 0) {
+      return Error(absl::StrCat("save: ", path, " exists; nothing was written"), EEXIST);
+    }
+  }
+  for (const auto& [name, fd] : chosen) {
+    const std::string path = absl::StrCat(dir, "/", name, ".img");
+    uint64_t size = 0;
+    if (auto status = SaveImage(fd, path, &size); !status.ok()) return status;
+    absl::PrintF("%s %d %s\n", name, size, path);
+  }
+  return absl::OkStatus();
+}
+
 const std::vector<Command> kCommands = {
     {"list",
      {{"NAME", Kind::kDisk, true, true}},
@@ -1046,6 +1279,18 @@ const std::vector<Command> kCommands = {
      "cut the power of a disk: unflushed writes are resolved by the policy",
      RunPowercut},
     {"poweron", {{"NAME", Kind::kDisk}}, 0, "power a disk on again after a cut", RunPoweron},
+    {"upgrade",
+     {{"BINARY", Kind::kPath, true}},
+     0,
+     "replace the worker of a --supervise daemon with BINARY (default: the one it was started "
+     "from), with no unmount",
+     RunUpgrade},
+    {"save",
+     {{"DIR", Kind::kPath}, {"NAME", Kind::kText, true, true}},
+     0,
+     "write every disk (or the NAMEs) of a --supervise daemon to DIR/NAME.img, also when the "
+     "mount no longer answers",
+     RunSave},
 };
 
 const Command* FindCommand(absl::string_view name) {
@@ -1376,9 +1621,31 @@ std::vector<std::string> WordsOf(Kind kind, const std::optional<std::string>& mo
       return ColumnsForCompletion(mount);
     case Kind::kText:
     case Kind::kSize:
+    case Kind::kPath:  // Complete() lists the directory of the word
       break;
   }
   return words;
+}
+
+// Files in the directory of `current` whose names continue it (directories
+// with a '/'), as bash's own file completion would offer them.
+std::vector<std::string> PathsForCompletion(const std::string& current) {
+  const size_t slash = current.rfind('/');
+  const std::string dir = slash == std::string::npos ? "" : current.substr(0, slash + 1);
+  std::vector<std::string> paths;
+  DIR* d = opendir(dir.empty() ? "." : dir.c_str());
+  if (d == nullptr) return paths;
+  while (struct dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    std::string path = dir + name;
+    struct stat st;
+    if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) path += "/";
+    paths.push_back(std::move(path));
+  }
+  closedir(d);
+  std::sort(paths.begin(), paths.end());
+  return paths;
 }
 
 // The candidates for `current`, the word at COMP_CWORD, given the words before it.
@@ -1417,7 +1684,11 @@ std::vector<std::string> Complete(const std::vector<std::string>& before,
       const Operand* operand = index < command->operands.size()    ? &command->operands[index]
                                : command->operands.back().repeated ? &command->operands.back()
                                                                    : nullptr;
-      if (operand != nullptr) candidates = WordsOf(operand->kind, state.mount);
+      if (operand != nullptr && operand->kind == Kind::kPath) {
+        candidates = PathsForCompletion(current);
+      } else if (operand != nullptr) {
+        candidates = WordsOf(operand->kind, state.mount);
+      }
     }
   }
   std::vector<std::string> out;

@@ -44,6 +44,7 @@ struct CacheSettings {
   uint64_t cache_size_bytes = 0;  // 0: unbounded (up to the memory cap)
   PowercutPolicy policy = PowercutPolicy::kAllLost;
   uint64_t seed = 0;
+  bool operator==(const CacheSettings&) const = default;
 };
 
 // What became of one unflushed write at a power cut.
@@ -55,6 +56,7 @@ struct PowercutRecord {
   uint64_t offset = 0;
   uint64_t length = 0;
   WriteFate fate = WriteFate::kLost;
+  bool operator==(const PowercutRecord&) const = default;
 };
 
 // Control-file parsers. Errors: InvalidArgument, one line, starting with the

@@ -56,6 +56,21 @@ struct DiskAttributes {
   absl::Time ctime;
 };
 
+// What a user set on a disk through its fault and cache control files (or
+// --disk/`new` keys) and what must outlive the worker process that serves
+// it (survive_state.h): the settings, and the run-time state that a user
+// sees in those files (power, the armed cut, the last cut's log). Counters
+// and the cache's unflushed entries are not part of it (docs/survive.md).
+struct DiskSettings {
+  FaultSettings faults;
+  int64_t flakey_epoch_ns = 0;  // CLOCK_MONOTONIC; meaningful while flakey is on
+  CacheSettings cache;
+  bool power_on = true;
+  uint64_t cut_at_flush = 0;
+  std::vector<PowercutRecord> last_cut;
+  bool operator==(const DiskSettings&) const = default;
+};
+
 // fallocate(2) modes the kernel forwards to FUSE (linux/falloc.h).
 inline constexpr int kFallocKeepSize = 0x01;
 inline constexpr int kFallocPunchHole = 0x02;
@@ -264,6 +279,20 @@ class Disk {
   absl::Status ApplyCacheSettings(const CacheSettings& settings);
   // Why the cache cannot be used in `mode`, or OK.
   static absl::Status CacheAllowedIn(DataMode mode, std::string_view disk_name);
+
+  // --- a restarted worker (survive_state.h) ----------------------------------
+  DiskSettings CaptureSettings() const;
+  // Puts `settings` back on a disk just adopted (no opens yet), without the
+  // checks the control files make (they held when the settings were made)
+  // and without counting a power cut. Errors: those of WriteCache::Restore.
+  absl::Status RestoreSettings(const DiskSettings& settings);
+  // True once after a request changed what CaptureSettings returns (a bad
+  // range healed by badblocks_once, a flush counting down or firing an
+  // armed cut); clears it. The adapter then publishes the state.
+  bool TakeSettingsChanged() {
+    const bool faults = faults_.TakeChangedByIo();
+    return cache_.TakeChangedByIo() || faults;
+  }
 
   DiskStats& stats() { return stats_; }
   const DiskStats& stats() const { return stats_; }

@@ -316,6 +316,23 @@ class FaultInjector {
   // Renders `file` from the current settings.
   std::string Read(FaultFile file) const;
   FaultSettings settings() const;
+  // CLOCK_MONOTONIC of the start of the flakey cycle (the last write of
+  // flakey or Configure). The clock is the system's, so a restarted worker
+  // (survive_state.h) continues the same cycle with Restore.
+  int64_t flakey_epoch_ns() const;
+  // A restarted worker: the settings its predecessor had, the flakey cycle
+  // continuing from `flakey_epoch_ns`. The token buckets start full and the
+  // PRNG streams start again from the seed (their positions are not carried:
+  // docs/survive.md).
+  void Restore(const FaultSettings& settings, int64_t flakey_epoch_ns);
+  // True once after a request changed the settings (a write that hit a bad
+  // range with badblocks_once heals it): the adapter then publishes the
+  // state to its supervisor, so a restart does not bring the range back.
+  // Clears the flag. One relaxed load when nothing changed.
+  bool TakeChangedByIo() {
+    return changed_by_io_.load(std::memory_order_relaxed) &&
+           changed_by_io_.exchange(false, std::memory_order_acq_rel);
+  }
 
   // Decides `request`. Thread-safe; takes the injector's lock (only while
   // faults are set). Order (each step may end the decision):
@@ -349,6 +366,7 @@ class FaultInjector {
   bool InFlakeyDownWindow(int64_t now_ns) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::atomic<bool> active_{false};
+  std::atomic<bool> changed_by_io_{false};
   mutable std::mutex mu_;
   FaultSettings settings_ ABSL_GUARDED_BY(mu_);
   int64_t flakey_epoch_ns_ ABSL_GUARDED_BY(mu_) = 0;

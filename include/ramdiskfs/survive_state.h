@@ -4,7 +4,8 @@
 //
 // Two pieces, both free of libfuse:
 //  - TableState: the disk table's description (names, ids, modes, flags,
-//    attributes, backing ids, the next id, the memory cap), encoded as text
+//    attributes, backing ids, fault and cache settings, power, the next id,
+//    the memory cap), encoded as text
 //    and kept by the supervisor in a memfd. The pages themselves are not in
 //    it: they live in the disks' backing files, whose descriptors travel
 //    beside the state (one per disk, in the order of `disks`). A disk's size
@@ -15,8 +16,9 @@
 //    slot number in it, so a new worker understands every handle the kernel
 //    sends.
 //
-// Not carried across a restart (documented in docs/survive.md): fault
-// settings, write-cache settings and unflushed cache contents, I/O counters.
+// Not carried across a restart (documented in docs/survive.md): unflushed
+// write-cache contents (they become durable), the fault PRNG's position and
+// token buckets, I/O counters.
 
 #ifndef RAMDISKFS_SURVIVE_STATE_H_
 #define RAMDISKFS_SURVIVE_STATE_H_
@@ -50,6 +52,8 @@ struct DiskState {
   int64_t mtime_ns = 0;  // since the Unix epoch
   int64_t ctime_ns = 0;
   int backing_id = 0;  // passthrough backing id on the connection; 0: none
+  // Fault and cache settings, power, the armed cut, the last cut's log.
+  DiskSettings settings;
   bool operator==(const DiskState&) const = default;
 };
 
@@ -60,9 +64,16 @@ struct TableState {
   bool operator==(const TableState&) const = default;
 };
 
-// Text, one line per disk; names cannot hold spaces (ValidateDiskName).
+// Text (version 2): "ramdiskfs-state 2", a table line, one `disk` line per
+// disk (names cannot hold spaces: ValidateDiskName) followed by one
+// `set KEY VALUE` line per setting that differs from a new disk's (VALUE
+// C-escaped: fault:FILE carries that fault file's text as a write takes
+// it, cache/cache_size/powercut_*/power their control files' values,
+// flakey_epoch the flakey cycle's start), and "end".
 std::string EncodeTableState(const TableState& state);
-// Errors: InvalidArgument naming the bad line (a truncated or foreign memfd).
+// Reads versions 1 (no settings) and 2. Errors: InvalidArgument naming the
+// bad line: a truncated or foreign memfd, an unknown setting, a version
+// this binary does not know (a newer one wrote it), a bad value.
 absl::StatusOr<TableState> DecodeTableState(std::string_view text);
 
 // The table as it is now. `fds` (optional) receives each disk's backing
@@ -73,6 +84,15 @@ TableState CaptureTableState(const DiskTable& table, std::vector<int>* fds = nul
 // table takes ownership of every fd, also on error). Errors: InvalidArgument
 // if the counts differ; those of DiskTable::Adopt.
 absl::Status RestoreTable(const TableState& state, std::vector<int> fds, DiskTable* table);
+
+// ---- the supervisor's control socket -------------------------------------------
+// A supervisor listens on an abstract unix socket (SOCK_SEQPACKET) named
+// after its mount point, for `ramdiskctl upgrade` and `ramdiskctl save`
+// (docs/survive.md). It answers only root and its own user (SO_PEERCRED).
+// The name without its leading NUL: "ramdiskfs-supervisor:" + the mount
+// point, or, when that does not fit in sun_path, "ramdiskfs-supervisor#" +
+// a 64-bit FNV-1a of the mount point in hex. `mountpoint` is absolute.
+std::string SupervisorSocketName(std::string_view mountpoint);
 
 // ---- open file handles --------------------------------------------------------
 

@@ -113,6 +113,25 @@ class WriteCache {
   void SetCutAtFlush(uint64_t n);
   // Flushes left before the armed cut (0: not armed).
   uint64_t cut_at_flush() const;
+  // True once after a flush counted down an armed cut (or fired it): the
+  // adapter then publishes the state to its supervisor, so that a restarted
+  // worker counts on from here and knows the power is off. Clears the flag.
+  bool TakeChangedByIo() {
+    return changed_by_io_.load(std::memory_order_relaxed) &&
+           changed_by_io_.exchange(false, std::memory_order_acq_rel);
+  }
+
+  // --- a restarted worker (survive_state.h, docs/survive.md) -------------------
+  // Puts back what a dead worker's cache of this disk had been set to, on a
+  // cache that is still none and powered: the settings, the power switch,
+  // the armed cut and the last cut's log. Nothing is unflushed afterwards:
+  // the entries and pre-images died with the worker's arena, and the store
+  // already holds the newest bytes, so every write the dead worker
+  // acknowledged is durable now (docs/survive.md says why). Power off does
+  // not cut again (the store holds the post-cut image already) and does not
+  // count a cut. Errors: those of SetMode(volatile) (nothing changed).
+  absl::Status Restore(const CacheSettings& settings, bool powered, uint64_t cut_at_flush,
+                       std::vector<PowercutRecord> last_cut);
 
   // --- the I/O path (call only when engaged(); thread-safe) ----------------
   // EIO while the power is off.
@@ -246,6 +265,7 @@ class WriteCache {
   PageStore* const store_;
   const std::string name_;
   std::atomic<uint32_t> state_{0};  // kVolatile | kOff
+  std::atomic<bool> changed_by_io_{false};
   WriteCacheStats stats_;
 
   mutable std::mutex mu_;

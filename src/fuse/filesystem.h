@@ -28,6 +28,7 @@
 #include <string_view>
 
 #include "ramdiskfs/control_plane.h"
+#include "ramdiskfs/crash_point.h"
 #include "ramdiskfs/disk_table.h"
 #include "ramdiskfs/survive_state.h"
 #include "ramdiskfs/timer_queue.h"
@@ -97,10 +98,8 @@ class Filesystem final : public KernelNotifier {
   void set_replies(std::unique_ptr<ReplyLog> replies) { replies_ = std::move(replies); }
   // Test hook (docs/survive.md): the first supervised worker aborts at the
   // named point (RAMDISKFS_CRASH_POINT), so tests can kill it exactly there.
-  void set_crash_point(std::string point) { crash_point_ = std::move(point); }
-  void MaybeCrash(std::string_view point) const {
-    if (!crash_point_.empty() && crash_point_ == point) abort();
-  }
+  void set_crash_point(std::string point) { SetCrashPoint(std::move(point)); }
+  void MaybeCrash(std::string_view point) const { CrashPoint(point); }
   // A supervised worker publishes the table's state to its supervisor from
   // here (set by the session); called after a change the kernel will see
   // (create, delete, mode, read-only, attributes, a new backing id).
@@ -129,7 +128,6 @@ class Filesystem final : public KernelNotifier {
   std::unique_ptr<std::atomic<void*>[]> open_files_;
   SurviveFacts survive_;
   std::function<void()> publish_;
-  std::string crash_point_;
   std::unique_ptr<ReplyLog> replies_;
 };
 

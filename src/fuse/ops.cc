@@ -422,10 +422,21 @@ void ReadWithFaults(Filesystem& fs, fuse_req_t req, Disk& disk, size_t size, uin
   });
 }
 
+// A request that changed a disk's settings by itself (badblocks_once healed
+// a range, a flush counted down an armed power cut or fired it) publishes
+// them before its reply, as a control write does, so a restarted worker
+// does not bring the old ones back (docs/survive.md).
+void PublishIfChanged(Filesystem& fs, Disk& disk) {
+  if (disk.TakeSettingsChanged()) [[unlikely]] {
+    fs.PublishState();
+  }
+}
+
 void WriteWithFaults(Filesystem& fs, fuse_req_t req, Disk& disk, const char* buf, size_t size,
                      uint64_t offset, bool fua) {
   int64_t reply_at = 0;
   absl::StatusOr<size_t> n = disk.FaultyWrite(offset, buf, size, fua, &reply_at);
+  PublishIfChanged(fs, disk);
   ReplyAt(fs, reply_at, [req, n = std::move(n)] {
     if (!n.ok()) return ReplyError(req, n.status());
     fuse_reply_write(req, *n);
@@ -483,6 +494,7 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
                              fua);
     }
     absl::StatusOr<size_t> n = of->disk->Write(static_cast<uint64_t>(off), buf, size, fua);
+    if (fua) PublishIfChanged(*FsOf(req), *of->disk);  // a flush point
     if (!n.ok()) return ReplyError(req, n.status());
     return (void)fuse_reply_write(req, *n);
   }
@@ -493,6 +505,7 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
   }
   absl::Status status =
       fs.control().Write(of->file->file, of->disk, static_cast<uint64_t>(off), {buf, size});
+  fs.MaybeCrash("control-applied");  // done, not yet published: the resend redoes it
   // A control write may change a mode, a flag, the table or the cap.
   fs.PublishState();
   RecordDone(fs, StatusToErrno(status));
@@ -532,6 +545,7 @@ void OnFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
   }
   int64_t reply_at = 0;
   absl::Status status = of->disk->Sync(&reply_at);  // fault injection's "flush" op
+  PublishIfChanged(*FsOf(req), *of->disk);
   ReplyStatusAt(*FsOf(req), req, reply_at, std::move(status));
 }
 

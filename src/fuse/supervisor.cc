@@ -7,6 +7,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,7 +19,9 @@
 #include <mutex>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "ramdiskfs/log.h"
 #include "ramdiskfs/status.h"
 #include "src/fuse/filesystem.h"
@@ -34,7 +37,7 @@ constexpr size_t kFdsPerMessage = 250;
 constexpr int kMaxDeaths = 5;
 constexpr int64_t kDeathWindowNs = 10'000'000'000;
 
-enum MessageType : uint32_t { kHello = 1, kState = 2, kFds = 3, kInit = 4 };
+enum MessageType : uint32_t { kHello = 1, kState = 2, kFds = 3, kInit = 4, kServing = 5 };
 constexpr uint32_t kMagic = 0x7264'6673;  // "rdfs"
 
 struct Message {
@@ -178,6 +181,82 @@ std::string DescribeStatus(int status) {
   return "stopped";
 }
 
+// Why `path` cannot be a worker's binary, or "" if it can: an absolute path
+// to an executable regular file that says it is ramdiskfs when run with
+// --version (within 5 s). Checked before the old worker is stopped, so that a
+// bad upgrade changes nothing.
+std::string CheckWorkerBinary(const std::string& path) {
+  if (path.empty() || path[0] != '/') return absl::StrCat("'", path, "' is not an absolute path");
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return absl::StrCat(path, ": ", strerror(errno));
+  if (!S_ISREG(st.st_mode)) return absl::StrCat(path, ": not a regular file");
+  if (access(path.c_str(), X_OK) != 0) return absl::StrCat(path, ": not executable");
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return absl::StrCat("pipe: ", strerror(errno));
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(out[0]);
+    close(out[1]);
+    return absl::StrCat("fork: ", strerror(errno));
+  }
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    dup2(out[1], STDOUT_FILENO);
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      dup2(devnull, STDIN_FILENO);
+      dup2(devnull, STDERR_FILENO);
+    }
+    unsetenv(kWorkerFdEnv);
+    execl(path.c_str(), path.c_str(), "--version", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  std::string text;
+  const int64_t deadline = MonotonicNs() + 5'000'000'000;
+  while (text.size() < 4096) {
+    const int64_t left_ms = (deadline - MonotonicNs()) / 1'000'000;
+    struct pollfd p = {out[0], POLLIN, 0};
+    if (left_ms <= 0 || poll(&p, 1, static_cast<int>(left_ms)) <= 0) break;
+    char buf[512];
+    const ssize_t n = read(out[0], buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  close(out[0]);
+  kill(pid, SIGKILL);  // no-op if it is done; it is our child
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!absl::StartsWith(text, "ramdiskfs ")) {
+    return absl::StrCat(path, " is not ramdiskfs ('--version' printed '",
+                        absl::StripAsciiWhitespace(text.substr(0, text.find('\n'))), "')");
+  }
+  return "";
+}
+
+// One text message on a control-socket client, with `fd` if >= 0.
+void Answer(int client, std::string_view text, int fd = -1) {
+  struct iovec iov = {const_cast<char*>(text.data()), text.size()};
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  if (fd >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+  }
+  while (sendmsg(client, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+  }
+}
+
 class Supervisor {
  public:
   Supervisor(const Config& config, const std::vector<std::string>& argv)
@@ -191,6 +270,17 @@ class Supervisor {
   bool HandleMessages(bool drain);
   void OnWorkerDeath(int status);
   void TryStop();
+  // The control socket (SupervisorSocketName): `upgrade PATH` and `save`.
+  int Listen();
+  void OnClient();
+  // Replaces the worker with `path` (checked first; nothing changes if it
+  // is refused). `client` (or -1: SIGHUP) gets the outcome once the new
+  // worker serves or has failed. Returns an error to answer at once, or "".
+  std::string StartUpgrade(const std::string& path, int client);
+  void FinishUpgrade(std::string_view outcome);
+  // `save`: one "disk NAME" message per disk of the last whole state, each
+  // with its backing file, then "end N".
+  void SendDisks(int client);
 
   const Config& config_;
   const std::vector<std::string>& argv_;
@@ -214,7 +304,12 @@ class Supervisor {
   // installed there is what runs next).
   std::string binary_path_;
   std::string exec_path_ = "/proc/self/exe";
-  bool upgrading_ = false;
+  bool upgrading_ = false;         // the old worker is being stopped for an upgrade
+  std::string upgrade_path_;       // what it is being replaced with
+  bool awaiting_serving_ = false;  // an upgraded worker has not said it serves yet
+  std::string fallback_path_;      // what ran before it (restarted if it fails)
+  int upgrade_client_ = -1;        // who asked for the upgrade (-1: SIGHUP)
+  int listen_fd_ = -1;
   bool stopping_ = false;
   bool told_busy_ = false;
   int exit_status_ = -1;  // >= 0: done
@@ -285,6 +380,15 @@ bool Supervisor::HandleMessages(bool drain) {
         init_request_ = payload;
         Log("supervisor: worker ", worker_, " is initialised (", payload.size(),
             "-byte INIT kept for its successors)");
+        break;
+      case kServing:
+        if (awaiting_serving_) {
+          awaiting_serving_ = false;
+          const std::string done = absl::StrCat("ok worker ", worker_, " runs ", exec_path_,
+                                                "; the mount paused ", m.a, " ms");
+          Log("supervisor: upgrade: ", done.substr(3));
+          FinishUpgrade(done);
+        }
         break;
       case kState:
         incoming_.Reset();
@@ -365,6 +469,21 @@ void Supervisor::OnWorkerDeath(int status) {
     exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
     return;
   }
+  if (awaiting_serving_) {
+    // The new binary did not take over (it cannot read the state, or it
+    // crashed at once): the one that served before comes back.
+    awaiting_serving_ = false;
+    const std::string failed =
+        absl::StrCat("the worker running ", exec_path_, " ", DescribeStatus(status),
+                     " before it served; worker ", started_ + 1, " runs ", fallback_path_,
+                     " again (see the daemon log)");
+    Log("supervisor: upgrade failed: ", failed);
+    FinishUpgrade(absl::StrCat("error ", failed));
+    exec_path_ = fallback_path_;
+    died_at_ns_ = now;
+    if (!Spawn()) given_up_ = true;
+    return;
+  }
   if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
     // The worker refused to serve (it said why): as an unsupervised daemon would.
     Log("supervisor: worker ", dead, " ", DescribeStatus(status), "; unmounting");
@@ -381,9 +500,11 @@ void Supervisor::OnWorkerDeath(int status) {
   }
   if (upgrading_) {
     upgrading_ = false;
-    exec_path_ = binary_path_;
+    fallback_path_ = exec_path_;
+    exec_path_ = upgrade_path_;
+    awaiting_serving_ = true;
     died_at_ns_ = now;
-    Log("supervisor: upgrade: worker ", dead, " stopped; starting ", binary_path_, " as worker ",
+    Log("supervisor: upgrade: worker ", dead, " stopped; starting ", upgrade_path_, " as worker ",
         started_ + 1);
     if (!Spawn()) given_up_ = true;
     return;
@@ -400,6 +521,118 @@ void Supervisor::OnWorkerDeath(int status) {
   died_at_ns_ = now;
   Log("supervisor: worker ", dead, " ", DescribeStatus(status), "; starting worker ", started_ + 1);
   if (!Spawn()) given_up_ = true;
+}
+
+std::string Supervisor::StartUpgrade(const std::string& path, int client) {
+  if (stopping_) return "the daemon is stopping";
+  if (upgrading_ || awaiting_serving_) return "an upgrade is already under way";
+  if (init_request_.empty()) return "the first worker is not initialised yet; try again";
+  if (const std::string why = CheckWorkerBinary(path); !why.empty()) return why;
+  upgrade_client_ = client;
+  if (worker_ > 0) {
+    // The old worker stops as a crash would: what it read and did not
+    // answer is resent to the new one (docs/survive.md says why this is not
+    // a drain).
+    Log("supervisor: upgrade: replacing worker ", worker_, " with ", path);
+    upgrade_path_ = path;
+    upgrading_ = true;
+    kill(worker_, SIGKILL);
+    return "";
+  }
+  // The restarts had stopped (a crash loop): a new binary may be the fix.
+  Log("supervisor: upgrade: no worker was serving (restarts had stopped); starting ", path);
+  given_up_ = false;
+  deaths_.clear();
+  fallback_path_ = exec_path_;
+  exec_path_ = path;
+  awaiting_serving_ = true;
+  died_at_ns_ = MonotonicNs();
+  if (!Spawn()) {
+    awaiting_serving_ = false;
+    exec_path_ = fallback_path_;
+    given_up_ = true;
+    upgrade_client_ = -1;
+    return "cannot start a worker (see the daemon log)";
+  }
+  return "";
+}
+
+void Supervisor::FinishUpgrade(std::string_view outcome) {
+  if (upgrade_client_ >= 0) {
+    Answer(upgrade_client_, outcome);
+    close(upgrade_client_);
+  }
+  upgrade_client_ = -1;
+}
+
+void Supervisor::SendDisks(int client) {
+  absl::StatusOr<std::string> text = ReadWhole(state_fd_);
+  absl::StatusOr<TableState> state =
+      text.ok() ? DecodeTableState(*text) : absl::StatusOr<TableState>(text.status());
+  if (!state.ok() || state->disks.size() != store_fds_.size()) {
+    Answer(client, absl::StrCat("error the supervisor's copy of the table is unreadable: ",
+                                state.ok() ? "backing files missing" : state.status().ToString()));
+    return;
+  }
+  for (size_t i = 0; i < store_fds_.size(); ++i) {
+    Answer(client, absl::StrCat("disk ", state->disks[i].name), store_fds_[i]);
+  }
+  Answer(client, absl::StrCat("end ", store_fds_.size()));
+  Log("supervisor: handed the backing files of ", store_fds_.size(), " disk(s) to a client");
+}
+
+int Supervisor::Listen() {
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  const std::string name = SupervisorSocketName(config_.mountpoint);
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  const socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd, 4) != 0) {
+    Log("supervisor: no control socket (ramdiskctl upgrade and save will not work): ",
+        strerror(errno));
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+void Supervisor::OnClient() {
+  const int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  if (client < 0) return;
+  bool keep = false;
+  absl::Cleanup done = [client, &keep] {
+    if (!keep) close(client);
+  };
+  struct ucred cred = {};
+  socklen_t cred_len = sizeof(cred);
+  if (getsockopt(client, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) != 0 ||
+      (cred.uid != 0 && cred.uid != geteuid())) {
+    Answer(client, "error permission denied: only root and the daemon's user may ask");
+    return;
+  }
+  struct pollfd p = {client, POLLIN, 0};
+  char buf[PATH_MAX + 64];
+  ssize_t n = -1;
+  // ramdiskctl sends at once; a client that does not holds up restarts for 0.5 s at most.
+  if (poll(&p, 1, 500) == 1) n = recv(client, buf, sizeof(buf), MSG_DONTWAIT);
+  if (n <= 0) return;
+  absl::string_view request(buf, static_cast<size_t>(n));
+  if (request == "save") return SendDisks(client);
+  if (absl::ConsumePrefix(&request, "upgrade")) {
+    std::string path(absl::StripLeadingAsciiWhitespace(request));
+    if (path.empty()) path = binary_path_;
+    const std::string refused = StartUpgrade(path, client);
+    if (!refused.empty()) {
+      Log("supervisor: upgrade refused: ", refused);
+      Answer(client, absl::StrCat("error ", refused));
+      return;
+    }
+    keep = true;  // answered when the new worker serves, or has failed
+    return;
+  }
+  Answer(client, "error unknown request");
 }
 
 int Supervisor::Run(DiskTable& table, MemoryPool& pool) {
@@ -452,6 +685,7 @@ int Supervisor::Run(DiskTable& table, MemoryPool& pool) {
   binary_path_ = exe_len > 0 ? std::string(exe, static_cast<size_t>(exe_len)) : "/proc/self/exe";
   if (fuse_daemonize(config_.foreground ? 1 : 0) != 0) return kExitMountFailure;
   if (!config_.foreground) LogDetached();
+  listen_fd_ = Listen();
 
   sigset_t set;
   sigemptyset(&set);
@@ -474,11 +708,16 @@ int Supervisor::Run(DiskTable& table, MemoryPool& pool) {
     return kExitMountFailure;
   }
   while (exit_status_ < 0) {
-    struct pollfd p[2] = {{sigfd, POLLIN, 0}, {sock_, POLLIN, 0}};
+    // The worker's socket is polled only while it can say something (-1
+    // makes poll skip it).
+    struct pollfd p[3] = {{sigfd, POLLIN, 0},
+                          {sock_ >= 0 && !sock_eof_ ? sock_ : -1, POLLIN, 0},
+                          {listen_fd_, POLLIN, 0}};
     const int timeout_ms = stopping_ ? 1000 : -1;
-    int n = poll(p, sock_ >= 0 && !sock_eof_ ? 2 : 1, timeout_ms);
+    int n = poll(p, 3, timeout_ms);
     if (n < 0 && errno != EINTR) break;
-    if (sock_ >= 0 && !sock_eof_ && (p[1].revents & (POLLIN | POLLHUP))) {
+    if (n > 0 && (p[2].revents & POLLIN)) OnClient();
+    if (p[1].fd >= 0 && (p[1].revents & (POLLIN | POLLHUP))) {
       HandleMessages(/*drain=*/false);
     }
     if (p[0].revents & POLLIN) {
@@ -491,14 +730,12 @@ int Supervisor::Run(DiskTable& table, MemoryPool& pool) {
             if (pid == worker_) OnWorkerDeath(status);
           }
         } else if (info.ssi_signo == SIGHUP) {
-          if (worker_ > 0 && !stopping_ && !upgrading_ && !init_request_.empty()) {
-            // The old worker stops as a crash would: what it read and did
-            // not answer is resent to the new one (docs/survive.md).
-            Log("supervisor: SIGHUP: replacing worker ", worker_, " with ", binary_path_);
-            upgrading_ = true;
-            kill(worker_, SIGKILL);
+          if (worker_ > 0) {
+            Log("supervisor: SIGHUP: upgrade to ", binary_path_);
+            const std::string refused = StartUpgrade(binary_path_, -1);
+            if (!refused.empty()) Log("supervisor: SIGHUP ignored: ", refused);
           } else {
-            Log("supervisor: SIGHUP ignored (no worker serving, or stopping)");
+            Log("supervisor: SIGHUP ignored (no worker serving)");
           }
         } else if (!stopping_) {
           Log("supervisor: got ", strsignal(static_cast<int>(info.ssi_signo)), ": unmounting ",
@@ -516,6 +753,8 @@ int Supervisor::Run(DiskTable& table, MemoryPool& pool) {
     }
   }
   close(sigfd);
+  FinishUpgrade("error the daemon stopped");
+  if (listen_fd_ >= 0) close(listen_fd_);
   if (sock_ >= 0) close(sock_);
   CloseAll(store_fds_);
   if (state_fd_ >= 0) close(state_fd_);
@@ -590,6 +829,15 @@ void SupervisorLink::PublishState(const DiskTable& table) {
     Log("cannot publish the table's state to the supervisor: ", strerror(errno));
   }
   close(*state_fd);
+}
+
+void SupervisorLink::SendServing(int64_t stall_ms) {
+  Message m;
+  m.type = kServing;
+  m.a = static_cast<uint64_t>(std::max<int64_t>(stall_ms, 0));
+  if (!Send(socket_fd_, m, {}, nullptr, 0)) {
+    Log("cannot tell the supervisor that this worker serves: ", strerror(errno));
+  }
 }
 
 void SupervisorLink::SendInit(std::string_view init) {

@@ -15,9 +15,14 @@
 // A worker that exits with a status (a start-up failure it reported) ends
 // the supervisor with that status, unmounting. Five deaths within 10 s stop
 // the restarts; the mount and the disks' memory then stay until SIGTERM.
-// SIGHUP replaces the worker with the binary now at the path the supervisor
-// was started from (an upgrade): the old one is killed and the new one takes
-// over as after a crash (not counted as a death).
+// An upgrade replaces the worker with another binary: SIGHUP, with the one
+// now at the path the supervisor was started from, or `ramdiskctl upgrade
+// [BINARY]` over the control socket (SupervisorSocketName). The binary is
+// checked first (executable, says it is ramdiskfs); the old worker is then
+// killed and the new one takes over as after a crash (not counted as a
+// death). If the new one dies before it serves, the old binary is started
+// again. The control socket also hands the backing files to `ramdiskctl
+// save`, which works even after the restarts stopped.
 
 #ifndef RAMDISKFS_FUSE_SUPERVISOR_H_
 #define RAMDISKFS_FUSE_SUPERVISOR_H_
@@ -72,6 +77,10 @@ class SupervisorLink {
   void PublishState(const DiskTable& table);
   // The INIT request as the kernel sent it (the first worker).
   void SendInit(std::string_view init);
+  // A restarted worker has replayed INIT and asked for the resend: it
+  // serves. An upgrade is done only then (until then a failure brings the
+  // previous binary back).
+  void SendServing(int64_t stall_ms);
 
  private:
   int socket_fd_;

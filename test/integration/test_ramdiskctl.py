@@ -128,7 +128,7 @@ def test_help_and_version():
     assert out.startswith("Usage:")
     assert set(help_commands()) == {"list", "create", "delete", "resize", "flush", "discard",
                                     "mode", "readonly", "stats", "max-memory", "fault", "cache",
-                                    "powercut", "poweron"}
+                                    "powercut", "poweron", "upgrade", "save"}
     for option in ("--json", "--raw", "--pairs", "--noheadings", "--output", "--output-all",
                    "--bytes", "--mount", "--help", "--version"):
         assert option in help_options(), option
@@ -863,6 +863,17 @@ def test_completion_commands_and_options(tmp_path):
     assert ctl_complete("readonly", "ram0", "", env=env) == ["0", "1"]
     assert ctl_complete("cache", "ram0", "", env=env) == ["none", "volatile"]
     assert ctl_complete("create", "newdisk", "", env=env) == []
+
+
+def test_completion_paths_for_upgrade_and_save(tmp_path):
+    """upgrade's BINARY and save's DIR complete as files, a directory with its '/'."""
+    env = {**env_without_mount(), "RAMDISKFS_MOUNT": str(tmp_path / "none")}
+    (tmp_path / "images").mkdir()
+    (tmp_path / "ramdiskfs-new").write_text("")
+    assert ctl_complete("upgrade", f"{tmp_path}/ramd", env=env) == [f"{tmp_path}/ramdiskfs-new"]
+    assert ctl_complete("save", f"{tmp_path}/im", env=env) == [f"{tmp_path}/images/"]
+    assert ctl_complete("up", env=env) == ["upgrade"]
+    assert "save" in ctl_complete("s", env=env)
 
 
 def test_completion_disks_and_columns(two_disks):

@@ -61,7 +61,12 @@ def wait_for(predicate, timeout=10.0, what="condition"):
 
 
 def is_mounted(path):
-    path = os.path.realpath(path)
+    # The parent resolved, not the mount point itself: realpath() lstat()s every
+    # component, and a FUSE mount whose server answers nothing (a supervisor that
+    # stopped restarting its worker) would block that lstat() once the root's
+    # cached attributes expire (1 s; sooner than that under a sanitizer build).
+    path = os.path.abspath(path)
+    path = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == path for line in f)
 
