@@ -186,14 +186,12 @@ void UringTransport::Entry::Run() {
   char name[16];
   snprintf(name, sizeof(name), "rdfs-q%u.%d", qid, index);
   pthread_setname_np(pthread_self(), name);
-  // The kernel queues a request on the queue of the CPU its caller runs on;
-  // serving it on that CPU keeps the wakeup local (no IPI, warm caches).
-  cpu_set_t cpus;
-  CPU_ZERO(&cpus);
-  CPU_SET(qid, &cpus);
-  if (pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus) != 0 && index == 0) {
-    Log("io_uring queue ", qid, ": cannot pin its threads to CPU ", qid, "; they float");
-  }
+  // Not pinned to the queue's CPU. The kernel queues a request on the queue
+  // of the CPU its caller runs on, so pinned threads kept every request of
+  // one submitter on that submitter's CPU: at QD16 one fio job and 16 entry
+  // threads shared one CPU while the other idled (0.45-0.55x /dev/fuse).
+  // Floating, the scheduler spreads them; QD1 is no slower (A/B in
+  // docs/benchmarks.md, "Entry threads float").
   Handshake& hs = *owner->handshake_;
   if (!SetUpRing()) return;
   {
