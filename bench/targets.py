@@ -82,6 +82,11 @@ TARGETS: tuple[Target, ...] = (
     ramdiskfs("direct-uring", "direct", colour="#386cb0", daemon_args=URING, default=False),
     ramdiskfs("cached-uring", "cached", colour="#a01c5e", daemon_args=URING, default=False),
     ramdiskfs("null-uring", "null", colour="#5a5a5a", daemon_args=URING, default=False),
+    # --supervise (docs/survive.md): the same modes with a supervisor beside the worker, for
+    # the A/B that says what crash survival costs on the I/O path.
+    ramdiskfs("dax-supervised", "dax", colour="#0e5c45", daemon_args=(*DEV, "--supervise"), default=False),
+    ramdiskfs("direct-supervised", "direct", colour="#4a4590", daemon_args=(*DEV, "--supervise"), default=False),
+    ramdiskfs("cached-supervised", "cached", colour="#8f1a55", daemon_args=(*DEV, "--supervise"), default=False),
     # A/B rows for work in progress: not in the default run.
     ramdiskfs("direct-volatile", "direct", colour="#66a61e", disk_options=("cache=volatile",), default=False),
 )  # fmt: skip
