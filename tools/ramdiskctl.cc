@@ -1058,6 +1058,17 @@ absl::StatusOr<int> ConnectSupervisor(const std::string& mount, absl::string_vie
     }
     return Error(absl::StrCat("cannot reach the supervisor of ", mount), err);
   }
+  // The name is abstract, so anyone could have bound it first: talk only to
+  // a supervisor run by root or by this user (as it answers only those).
+  struct ucred cred = {};
+  socklen_t cred_len = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) != 0 ||
+      (cred.uid != 0 && cred.uid != geteuid())) {
+    close(fd);
+    return Error(absl::StrCat(mount, ": the socket named for its supervisor belongs to user ",
+                              cred.uid, ", not to root or to you; not talking to it"),
+                 EPERM);
+  }
   if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) < 0) {
     const int err = errno;
     close(fd);

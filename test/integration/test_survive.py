@@ -15,6 +15,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -668,6 +669,34 @@ def test_upgrade_refuses_bad_binaries_and_changes_nothing(mount_factory, tmp_pat
     assert len(res.stderr.splitlines()) == 1, res.stderr
     res = run(CTL, "upgrade", "--mount", tmp_path, check=False)
     assert res.returncode == 1 and "not a ramdiskfs mount" in res.stderr, res.stderr
+    # The name is abstract: another user may have bound it first. ramdiskctl
+    # does not talk to (or take descriptors from) such a socket.
+    ready_r, ready_w = os.pipe()
+    squatter = os.fork()
+    if squatter == 0:
+        try:
+            os.close(ready_r)
+            os.setgid(65534)
+            os.setuid(65534)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            sock.bind(b"\0ramdiskfs-supervisor:" + os.fsencode(os.path.realpath(other.path)))
+            sock.listen(4)
+            os.write(ready_w, b"1")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    try:
+        os.close(ready_w)
+        assert os.read(ready_r, 1) == b"1"
+        (tmp_path / "images").mkdir()
+        for verb in (["upgrade"], ["save", str(tmp_path / "images")]):
+            res = run(CTL, *verb, "--mount", other.path, check=False)
+            assert res.returncode == 1 and "belongs to user 65534" in res.stderr, res.stderr
+        assert not any((tmp_path / "images").iterdir())
+    finally:
+        os.kill(squatter, signal.SIGKILL)
+        os.waitpid(squatter, 0)
+        os.close(ready_r)
 
 
 def test_an_upgrade_that_cannot_serve_brings_the_old_binary_back(mount_factory, tmp_path):
