@@ -852,3 +852,51 @@ def test_disk_keys_given_at_start_reach_the_first_worker(mount_factory):
         with pytest.raises(OSError) as e:
             f.read(512)
         assert e.value.errno == errno.ENOMEM
+
+
+def test_a_user_without_privileges_gets_a_supervised_mount_that_survives(tmp_path):
+    """SPEC 13: without root (here `nobody`, through fusermount3) start works, says what it
+    cannot do (no dax: passthrough needs CAP_SYS_ADMIN), and a killed worker is still
+    replaced with the data kept. /dev/fuse is made world-usable for the test, as a distro's
+    0666 /dev/fuse is, and put back."""
+    import tempfile
+
+    from support.mounts import BIN, stop_process
+    nobody = 65534
+    work = pathlib.Path(tempfile.mkdtemp(prefix="rdfs-nobody."))
+    mnt = work / "m"
+    mnt.mkdir()
+    binary = work / "ramdiskfs"
+    shutil.copy2(BIN, binary)
+    for p in (work, mnt):
+        os.chown(p, nobody, nobody)
+    as_nobody = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups"]
+    old_mode = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
+    log = work / "log"
+    proc = None
+    try:
+        os.chmod("/dev/fuse", 0o666)
+        with open(log, "w") as out:
+            proc = subprocess.Popen([*as_nobody, str(binary), str(mnt), "-f", *SUPERVISE,
+                                     "--disk", "ram0:4M:mode=direct"], stdout=out,
+                                    stderr=subprocess.STDOUT)
+        wait_for(lambda: proc.poll() is not None or " serving " in log.read_text(), 15, "serving")
+        assert proc.poll() is None, log.read_text()
+        assert "FUSE passthrough needs CAP_SYS_ADMIN" in log.read_text(), log.read_text()
+        disk = mnt / "ram0"
+        run(*as_nobody, "sh", "-c", f"printf survive | dd of={disk} conv=notrunc status=none")
+        children = pathlib.Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        old = wait_for(lambda: [int(p) for p in children.read_text().split()], 10, "a worker")[0]
+        os.kill(old, signal.SIGKILL)  # the worker this test's supervisor started
+        wait_for(lambda: " took over (restart 1)" in log.read_text(), 15, "the next worker")
+        res = run(*as_nobody, "head", "-c", "7", str(disk))
+        assert res.stdout == "survive", log.read_text()
+        assert stop_process(proc) == 0, log.read_text()
+        assert not is_mounted(mnt)
+    finally:
+        os.chmod("/dev/fuse", old_mode)
+        if proc is not None:
+            stop_process(proc)
+        if is_mounted(mnt):
+            run("umount", "-l", mnt, check=False)
+        shutil.rmtree(work, ignore_errors=True)
