@@ -166,6 +166,15 @@ KILLS = int(os.environ.get("RAMDISKFS_SURVIVE_KILLS", "4"))
 KILL_GAP = 2.6
 
 
+def assert_invisible(report, res, kernel_errors, mount_errors, fsck):
+    """What fio_under_kills saw: nothing (no fio or verify error, no kernel I/O error, the
+    mount always answered, e2fsck -fn clean)."""
+    assert_fio_clean(report, res)
+    assert kernel_errors == [], f"kernel log: {kernel_errors}"
+    assert mount_errors == [], f"the mount answered {set(mount_errors)}"
+    assert fsck.returncode == 0, f"e2fsck -fn: {fsck.stdout}{fsck.stderr}"
+
+
 def stalls(mnt):
     """The stall of each restart so far, in ms, from the log."""
     return [int(m) for m in re.findall(r" took over \(restart \d+\): .*?; (-?\d+) ms since",
@@ -182,10 +191,7 @@ def test_worker_killed_under_ext4_and_fio_is_invisible(mount_factory, tmp_path, 
     ms = sorted(stalls(mnt))
     print(f"{mode}: {len(ms)} restarts, stall ms min {ms[0]} median {ms[len(ms) // 2]} "
           f"max {ms[-1]}; fio {res.returncode}")
-    assert_fio_clean(report, res)
-    assert kernel_errors == [], f"kernel log: {kernel_errors}"
-    assert mount_errors == [], f"the mount answered {set(mount_errors)}"
-    assert fsck.returncode == 0, f"e2fsck -fn: {fsck.stdout}{fsck.stderr}"
+    assert_invisible(report, res, kernel_errors, mount_errors, fsck)
     disk = mnt.stats("ram0")
     assert disk["mode"] == mode, disk  # dax really is passthrough here, also after restarts
     assert disk["opens"] == 0, disk    # the loop device's open was counted once, and released
@@ -629,10 +635,7 @@ def test_ramdiskctl_upgrade_under_ext4_and_fio_is_invisible(mount_factory, tmp_p
     ms = sorted(stalls(mnt))
     print(f"{mode}: {len(ms)} upgrades in {time.monotonic() - started:.1f} s, stall ms min "
           f"{ms[0]} median {ms[len(ms) // 2]} max {ms[-1]}")
-    assert_fio_clean(report, res)
-    assert kernel_errors == [], f"kernel log: {kernel_errors}"
-    assert mount_errors == [], f"the mount answered {set(mount_errors)}"
-    assert fsck.returncode == 0, f"e2fsck -fn: {fsck.stdout}{fsck.stderr}"
+    assert_invisible(report, res, kernel_errors, mount_errors, fsck)
     assert mnt.stats()["restarts"] == UPGRADES + 1, mnt.log()
     assert mnt.log().count("supervisor: upgrade: worker ") >= UPGRADES + 1
     assert "no more restarts" not in mnt.log()  # upgrades are not deaths
