@@ -3,7 +3,6 @@
 #include <liburing.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sched.h>
 #include <sys/mman.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
