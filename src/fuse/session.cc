@@ -141,6 +141,18 @@ int RunSession(const Config& config, Filesystem& fs, int device_fd) {
   };
   fs.set_session(se);
   const bool supervised = device_fd >= 0;
+  // Signals go to the signal thread only. They are blocked before the mount,
+  // not just before the threads start: a SIGTERM that lands between the mount
+  // and the signal thread (a caller that signals the moment the detached
+  // daemon's parent returns) stays pending and unmounts, instead of killing
+  // the daemon by default action and leaving a dead mount behind.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
   if (!supervised && fuse_session_mount(se, config.mountpoint.c_str()) != 0) {
     Log("cannot mount on ", config.mountpoint);
     return kExitMountFailure;
@@ -171,14 +183,6 @@ int RunSession(const Config& config, Filesystem& fs, int device_fd) {
         "): loop devices over this mount may deadlock under memory pressure");
   }
 
-  // Signals go to the signal thread only: block them before any thread starts.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
   std::atomic<bool> stop{false};
   std::thread signals(SignalThread, config.mountpoint, &fs, set, &stop);
 

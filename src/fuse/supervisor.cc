@@ -671,6 +671,16 @@ int Supervisor::Run(DiskTable& table, MemoryPool& pool) {
     return 1;
   }
   absl::Cleanup destroy = [se] { fuse_session_destroy(se); };
+  // Blocked before the mount (see RunSession): a SIGTERM between the mount
+  // and the signalfd waits in the signalfd instead of killing the supervisor.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  sigprocmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
   if (fuse_session_mount(se, config_.mountpoint.c_str()) != 0) {
     Log("cannot mount on ", config_.mountpoint);
     return kExitMountFailure;
@@ -687,14 +697,6 @@ int Supervisor::Run(DiskTable& table, MemoryPool& pool) {
   if (!config_.foreground) LogDetached();
   listen_fd_ = Listen();
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGCHLD);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
-  sigprocmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
   int sigfd = signalfd(-1, &set, SFD_CLOEXEC);
   if (sigfd < 0) {
     Log("supervisor: signalfd: ", strerror(errno));
