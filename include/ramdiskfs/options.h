@@ -71,9 +71,9 @@ inline constexpr int kDefaultUringDepth = 16;
 inline constexpr int kMaxUringDepth = 64;
 // After it commits a reply, one thread per queue polls its ring for this
 // long before it sleeps (docs/design.md, "The poll window"); 0: never polls.
-// Off by default: the poller spins on the CPU its queue is pinned to, which
-// the caller and the timer thread of injected latency need.
-inline constexpr int kDefaultUringPollUs = 0;
+// It stands down by itself for a deep queue and after a delayed reply, so it
+// is on by default.
+inline constexpr int kDefaultUringPollUs = 20;
 inline constexpr int kMaxUringPollUs = 1000;
 
 struct DiskSpec {

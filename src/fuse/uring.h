@@ -110,6 +110,9 @@ class UringTransport {
   // a poller there would only take the CPU from the submitter.
   std::unique_ptr<std::atomic<bool>[]> polling_;
   std::unique_ptr<std::atomic<int>[]> serving_;
+  // Per queue: when two of its entries last held a request at once
+  // (MonotonicNowNs). The window stays off for kQuietAfterConcurrentNs after.
+  std::unique_ptr<std::atomic<int64_t>[]> concurrent_ns_;
   size_t queue_count_ = 0;
   std::vector<std::unique_ptr<Entry>> entries_;
   int stop_pipe_[2] = {-1, -1};
