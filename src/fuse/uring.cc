@@ -34,9 +34,11 @@ namespace {
 // thread, which is always the one waiting in io_uring_enter when the kernel
 // queues the copy of the next request as task work; deferred task work then
 // runs in that wait, with no IPI and no wakeup of an idle task (measured in
-// docs/benchmarks.md, "Transport").
-constexpr unsigned kRingFlags =
-    IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+// docs/benchmarks.md, "Transport"). TASKRUN_FLAG: the kernel also sets
+// IORING_SQ_TASKRUN in the shared SQ flags while such work waits, which is how
+// a poller sees, without a syscall, that its own request or a sibling's came.
+constexpr unsigned kRingFlags = IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER |
+                                IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
 // In flight per ring: the entry's command and the poll on the stop pipe.
 constexpr unsigned kRingEntries = 4;
 
@@ -96,6 +98,9 @@ struct UringTransport::Entry {
 
   io_uring ring = {};
   bool ring_ok = false;
+  // The ring's shared SQ flags, for the other entries of the queue to read
+  // (null until the ring is set up).
+  std::atomic<const unsigned*> sq_flags{nullptr};
 
   char* base = nullptr;  // mmap: [RingHeader ... headroom][payload]
   size_t base_bytes = 0;
@@ -127,6 +132,11 @@ struct UringTransport::Entry {
   // then takes the CQE, or sleeps). False: the caller commits and waits as
   // usual. *r: the submit's result.
   bool PollAfterCommit(int* r);
+  // A request waits in the kernel for this entry's thread (its task work is
+  // queued and has not run). Any thread may ask.
+  bool RequestWaiting() const;
+  // Another entry of this queue has a request waiting.
+  bool SiblingWaiting() const;
   void Serve();
   void ReplyError(uint64_t id, int err);
   bool WaitReply();
@@ -156,6 +166,7 @@ bool UringTransport::Entry::SetUpRing() {
     return false;
   }
   ring_ok = true;
+  sq_flags.store(ring.sq.kflags, std::memory_order_release);
   // /dev/fuse as fixed file 0: no fget/fput per command.
   int fd = owner->device_fd_;
   r = io_uring_register_files(&ring, &fd, 1);
@@ -249,7 +260,8 @@ void UringTransport::Entry::Run() {
     // Only the poll window reads serving_: without it, no shared counter
     // on every request.
     const bool counted = owner->poll_us_ > 0;
-    if (counted && owner->serving_[qid].fetch_add(1, std::memory_order_relaxed) > 0) {
+    if (counted &&
+        (owner->serving_[qid].fetch_add(1, std::memory_order_relaxed) > 0 || SiblingWaiting())) {
       // Two requests at once on this queue: it is deep, so stand the
       // window down for a while (see PollAfterCommit).
       owner->concurrent_ns_[qid].store(MonotonicNowNs(), std::memory_order_relaxed);
@@ -296,11 +308,20 @@ bool UringTransport::Entry::PollAfterCommit(int* r) {
     *r = io_uring_submit(&ring);  // the commit, without waiting
   } while (*r == -EINTR || *r == -EAGAIN);
   if (*r >= 0) {
+    // Spin on the shared flags; enter the kernel only when our request came.
+    // A sibling with a request waiting means the queue is deep again: the
+    // window stands down and leaves the CPU to that sibling.
     const int64_t until = MonotonicNowNs() + window_ns;
     io_uring_cqe* cqe = nullptr;
     do {
-      (void)io_uring_get_events(&ring);
-      if (io_uring_peek_cqe(&ring, &cqe) == 0) break;
+      if (RequestWaiting()) {
+        (void)io_uring_get_events(&ring);
+        if (io_uring_peek_cqe(&ring, &cqe) == 0) break;
+      }
+      if (owner->serving_[qid].load(std::memory_order_relaxed) != 0 || SiblingWaiting()) {
+        owner->concurrent_ns_[qid].store(MonotonicNowNs(), std::memory_order_relaxed);
+        break;
+      }
     } while (MonotonicNowNs() < until);
   }
   polling.store(false, std::memory_order_release);
@@ -309,6 +330,20 @@ bool UringTransport::Entry::PollAfterCommit(int* r) {
     return false;
   }
   return true;
+}
+
+bool UringTransport::Entry::RequestWaiting() const {
+  const unsigned* flags = sq_flags.load(std::memory_order_acquire);
+  return flags != nullptr && (IO_URING_READ_ONCE(*flags) & IORING_SQ_TASKRUN) != 0;
+}
+
+bool UringTransport::Entry::SiblingWaiting() const {
+  const size_t first = size_t{qid} * owner->depth_;
+  for (size_t i = first; i < first + owner->depth_; ++i) {
+    const Entry* e = owner->entries_[i].get();
+    if (e != this && e->RequestWaiting()) return true;
+  }
+  return false;
 }
 
 void UringTransport::Entry::ReplyError(uint64_t id, int err) {
