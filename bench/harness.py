@@ -39,7 +39,7 @@ sys.path.insert(1, str(REPO / "test" / "integration"))  # support/: the tests' m
 import janitor as janitor_mod  # noqa: E402  (after the path above)
 import report  # noqa: E402
 from fio_runner import JOB_COUNTS, QUEUE_DEPTHS, WORKLOADS  # noqa: E402
-from machine import build_info, build_line, machine_info, machine_line  # noqa: E402
+from machine import build_info, build_line, machine_info, machine_line, newer_sources  # noqa: E402
 from cells import evaluate_checks  # noqa: E402
 from runner import Runner  # noqa: E402
 from support.mounts import loops_backed_by, mounts_under  # noqa: E402
@@ -186,6 +186,17 @@ def main(argv: list[str]) -> int:
         return 2
     if not shutil.which("fio"):
         print("bench/harness.py: fio not installed (apt-get install fio)", file=sys.stderr)
+        return 2
+    stale = newer_sources(args.ramdiskfs, REPO)
+    if stale:
+        # A binary older than its sources would be measured under the commit's name.
+        shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+        print(
+            f"bench/harness.py: {display_path(args.ramdiskfs)} is older than {shown}: rebuild it "
+            f"(cmake --build {display_path(args.ramdiskfs.parent)} -j2) or run scripts/bench.sh, "
+            "which builds first",
+            file=sys.stderr,
+        )
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["bench/harness.py", *argv])

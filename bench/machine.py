@@ -55,6 +55,29 @@ def build_info(binary: Path, repo: Path) -> dict:
     }
 
 
+def newer_sources(binary: Path, repo: Path) -> list[str]:
+    """The tracked files under src/, include/ and CMakeLists.txt of the source tree the
+    binary was built from (as build_info finds it) that changed after the binary was
+    linked, newest first: a non-empty list means the binary is not what the commit says."""
+    if not binary.is_file():
+        return []
+    source = Path(build_info(binary, repo)["source"])
+    listed = _git(source, "ls-files", "--", "src", "include", "CMakeLists.txt")
+    if not listed:
+        return []
+    built = binary.stat().st_mtime
+    newer = []
+    for name in listed.splitlines():
+        path = source / name
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            continue
+        if mtime > built:
+            newer.append((mtime, name))
+    return [name for _, name in sorted(newer, reverse=True)]
+
+
 def machine_info() -> dict:
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
