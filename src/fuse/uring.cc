@@ -135,8 +135,9 @@ struct UringTransport::Entry {
   // A request waits in the kernel for this entry's thread (its task work is
   // queued and has not run). Any thread may ask.
   bool RequestWaiting() const;
-  // Another entry of this queue has a request waiting.
-  bool SiblingWaiting() const;
+  // Some other entry, of any queue, holds a request or has one waiting;
+  // `mine` is how many of this queue's serving_ are this entry's own (0 or 1).
+  bool OthersBusy(int mine) const;
   void Serve();
   void ReplyError(uint64_t id, int err);
   bool WaitReply();
@@ -261,7 +262,7 @@ void UringTransport::Entry::Run() {
     // on every request.
     const bool counted = owner->poll_us_ > 0;
     if (counted &&
-        (owner->serving_[qid].fetch_add(1, std::memory_order_relaxed) > 0 || SiblingWaiting())) {
+        (owner->serving_[qid].fetch_add(1, std::memory_order_relaxed) > 0 || OthersBusy(1))) {
       // Two requests at once on this queue: it is deep, so stand the
       // window down for a while (see PollAfterCommit).
       owner->concurrent_ns_[qid].store(MonotonicNowNs(), std::memory_order_relaxed);
@@ -293,12 +294,13 @@ bool UringTransport::Entry::PollAfterCommit(int* r) {
   std::atomic<bool>& polling = owner->polling_[qid];
   // No poll after a reply that came late from another thread (injected
   // latency or throttle: the next request is at least that far away, and a
-  // poll then cost the loop device 60-150 us per write). None while another
-  // entry holds a request, nor within kQuietAfterConcurrentNs of the last
-  // time two did: between the bursts of a deep queue serving_ drops to 0 for
-  // a moment, and a poller that starts then takes the CPU the submitter
-  // needs (QD16 fell from 72k to 62k IOPS).
-  if (window_ns == 0 || replied_late || owner->serving_[qid].load(std::memory_order_relaxed) != 0 ||
+  // poll then cost the loop device 60-150 us per write). None while any
+  // other entry, of any queue, holds a request or has one waiting, nor
+  // within kQuietAfterConcurrentNs of the last time that was so: between
+  // the bursts of a deep queue the daemon looks idle for a moment, and a
+  // poller that starts then takes a CPU the submitters and the woken
+  // entries need (docs/design.md, "The poll window").
+  if (window_ns == 0 || replied_late || OthersBusy(0) ||
       MonotonicNowNs() - owner->concurrent_ns_[qid].load(std::memory_order_relaxed) <
           kQuietAfterConcurrentNs ||
       polling.exchange(true, std::memory_order_acquire)) {
@@ -318,7 +320,7 @@ bool UringTransport::Entry::PollAfterCommit(int* r) {
         (void)io_uring_get_events(&ring);
         if (io_uring_peek_cqe(&ring, &cqe) == 0) break;
       }
-      if (owner->serving_[qid].load(std::memory_order_relaxed) != 0 || SiblingWaiting()) {
+      if (OthersBusy(0)) {
         owner->concurrent_ns_[qid].store(MonotonicNowNs(), std::memory_order_relaxed);
         break;
       }
@@ -337,11 +339,13 @@ bool UringTransport::Entry::RequestWaiting() const {
   return flags != nullptr && (IO_URING_READ_ONCE(*flags) & IORING_SQ_TASKRUN) != 0;
 }
 
-bool UringTransport::Entry::SiblingWaiting() const {
-  const size_t first = size_t{qid} * owner->depth_;
-  for (size_t i = first; i < first + owner->depth_; ++i) {
-    const Entry* e = owner->entries_[i].get();
-    if (e != this && e->RequestWaiting()) return true;
+bool UringTransport::Entry::OthersBusy(int mine) const {
+  for (size_t q = 0; q < owner->queue_count_; ++q) {
+    const int serving = owner->serving_[q].load(std::memory_order_relaxed);
+    if (serving > (q == qid ? mine : 0)) return true;
+  }
+  for (const auto& e : owner->entries_) {
+    if (e.get() != this && e->RequestWaiting()) return true;
   }
   return false;
 }
