@@ -233,8 +233,13 @@ void UringTransport::Entry::Run() {
   if (io_uring_peek_cqe(&ring, &cqe) == 0 && cqe->user_data == kCmdTag && cqe->res < 0) {
     const int err = -cqe->res;
     io_uring_cqe_seen(&ring, cqe);
-    owner->Report(&hs.registered,
-                  absl::StrCat("FUSE_IO_URING_CMD_REGISTER on queue ", qid, ": ", strerror(err)));
+    // ENOTCONN: the connection ended while the queues registered (a SIGTERM
+    // or umount right after the mount; the kernel serves requests once every
+    // queue has one entry). That is a shutdown, not a failed transport.
+    owner->Report(&hs.registered, err == ENOTCONN
+                                      ? ""
+                                      : absl::StrCat("FUSE_IO_URING_CMD_REGISTER on queue ", qid,
+                                                     ": ", strerror(err)));
     return;
   }
   owner->Report(&hs.registered, "");
