@@ -42,8 +42,9 @@ constexpr unsigned kRingFlags = IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER
 // In flight per ring: the entry's command and the poll on the stop pipe.
 constexpr unsigned kRingEntries = 4;
 
-// How long a queue's poll window stays off after two of its entries held a
-// request at once (docs/design.md, "The poll window").
+// How long a queue's poll window stays off after one of its entries took a
+// request while another entry, of any queue, held or awaited one
+// (docs/design.md, "The poll window").
 constexpr int64_t kQuietAfterConcurrentNs = 1'000'000;
 
 constexpr uint64_t kCmdTag = 1;
@@ -98,8 +99,8 @@ struct UringTransport::Entry {
 
   io_uring ring = {};
   bool ring_ok = false;
-  // The ring's shared SQ flags, for the other entries of the queue to read
-  // (null until the ring is set up).
+  // The ring's shared SQ flags, for the other entries to read (null until
+  // the ring is set up).
   std::atomic<const unsigned*> sq_flags{nullptr};
 
   char* base = nullptr;  // mmap: [RingHeader ... headroom][payload]
@@ -268,8 +269,8 @@ void UringTransport::Entry::Run() {
     const bool counted = owner->poll_us_ > 0;
     if (counted &&
         (owner->serving_[qid].fetch_add(1, std::memory_order_relaxed) > 0 || OthersBusy(1))) {
-      // Two requests at once on this queue: it is deep, so stand the
-      // window down for a while (see PollAfterCommit).
+      // Another request in the daemon at the same time: it is busy, so
+      // stand this queue's window down for a while (see PollAfterCommit).
       owner->concurrent_ns_[qid].store(MonotonicNowNs(), std::memory_order_relaxed);
     }
     Serve();
@@ -293,8 +294,9 @@ bool UringTransport::Entry::PollAfterCommit(int* r) {
   // The kernel gives a new request to the entry that became available last
   // (and to a committing entry first), so at low queue depth the poller is
   // the entry that gets the next request. DEFER_TASKRUN: a request reaches
-  // the CQ only when this thread enters the kernel, so the poll is
-  // io_uring_get_events (an enter that never sleeps), then a peek.
+  // the CQ only when this thread enters the kernel; TASKRUN_FLAG says when
+  // that is worth it, so the poll spins on the flag and then calls
+  // io_uring_get_events (an enter that never sleeps) and peeks.
   const int64_t window_ns = int64_t{owner->poll_us_} * 1000;
   std::atomic<bool>& polling = owner->polling_[qid];
   // No poll after a reply that came late from another thread (injected
@@ -316,8 +318,8 @@ bool UringTransport::Entry::PollAfterCommit(int* r) {
   } while (*r == -EINTR || *r == -EAGAIN);
   if (*r >= 0) {
     // Spin on the shared flags; enter the kernel only when our request came.
-    // A sibling with a request waiting means the queue is deep again: the
-    // window stands down and leaves the CPU to that sibling.
+    // Another entry with a request, held or waiting, means the daemon is
+    // busy again: the window stands down and leaves the CPU to it.
     const int64_t until = MonotonicNowNs() + window_ns;
     io_uring_cqe* cqe = nullptr;
     do {

@@ -106,12 +106,13 @@ class UringTransport {
   const int poll_us_;
   // Per queue: an entry thread is polling it (at most one at a time), and
   // how many of its entries hold a request. An entry polls only when no
-  // other holds one: a queue deep in requests keeps its CPU busy anyway, and
-  // a poller there would only take the CPU from the submitter.
+  // other entry, of any queue, holds or awaits one: a busy daemon keeps the
+  // CPUs busy anyway, and a poller would only take a CPU from the submitters.
   std::unique_ptr<std::atomic<bool>[]> polling_;
   std::unique_ptr<std::atomic<int>[]> serving_;
-  // Per queue: when two of its entries last held a request at once
-  // (MonotonicNowNs). The window stays off for kQuietAfterConcurrentNs after.
+  // Per queue: when one of its entries last took a request while another
+  // entry held or awaited one (MonotonicNowNs). Its window stays off for
+  // kQuietAfterConcurrentNs after.
   std::unique_ptr<std::atomic<int64_t>[]> concurrent_ns_;
   size_t queue_count_ = 0;
   std::vector<std::unique_ptr<Entry>> entries_;
