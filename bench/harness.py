@@ -187,7 +187,8 @@ def main(argv: list[str]) -> int:
     if not shutil.which("fio"):
         print("bench/harness.py: fio not installed (apt-get install fio)", file=sys.stderr)
         return 2
-    stale = newer_sources(args.ramdiskfs, REPO)
+    build = build_info(args.ramdiskfs, REPO)
+    stale = newer_sources(args.ramdiskfs, Path(build["source"]))
     if stale:
         # A binary older than its sources would be measured under the commit's name.
         shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
@@ -203,7 +204,6 @@ def main(argv: list[str]) -> int:
     janitor_mod.catch_signals()
 
     machine = machine_info()
-    build = build_info(args.ramdiskfs, REPO)
     print(f"machine: {machine_line(machine)}")
     print(f"build: {build_line(build)} ({display_path(args.ramdiskfs)})")
     if machine["loadavg_1min_at_start"] > 0.5 * machine["nproc"]:

@@ -55,13 +55,12 @@ def build_info(binary: Path, repo: Path) -> dict:
     }
 
 
-def newer_sources(binary: Path, repo: Path) -> list[str]:
-    """The tracked files under src/, include/ and CMakeLists.txt of the source tree the
-    binary was built from (as build_info finds it) that changed after the binary was
+def newer_sources(binary: Path, source: Path) -> list[str]:
+    """The tracked files under src/, include/ and CMakeLists.txt of `source`, the tree the
+    binary was built from (build_info's "source"), that changed after the binary was
     linked, newest first: a non-empty list means the binary is not what the commit says."""
     if not binary.is_file():
         return []
-    source = Path(build_info(binary, repo)["source"])
     listed = _git(source, "ls-files", "--", "src", "include", "CMakeLists.txt")
     if not listed:
         return []

@@ -10,8 +10,8 @@ import pathlib
 import pytest
 
 from support.io import odirect_pread, odirect_pwrite, pattern
-from support.mounts import (BIN, ENABLE_URING, is_mounted, run, run_expect_exit, spawn_daemon,
-                            stop_process, wait_for)
+from support.mounts import (BIN, ENABLE_URING, is_mounted, run_expect_exit, start_mount,
+                            teardown_mount)
 from support.units import MiB, PAGE
 
 
@@ -220,18 +220,9 @@ def test_sigterm_while_the_queues_register_is_a_clean_stop(uring_enabled, tmp_pa
     /dev/fuse. 64 entries per queue widen the window (5 of 20 daemons exited 32 before)."""
     failures = []
     for i in range(20):
-        path = tmp_path / f"m{i}"
-        path.mkdir()
-        mnt = spawn_daemon(path, tmp_path / f"log{i}", "--transport", "uring", "--uring-depth",
-                           "64", "--disk", "d:4M:mode=direct")
-        try:
-            wait_for(lambda: mnt.proc.poll() is not None or is_mounted(path), 15, "mount")
-            assert mnt.proc.poll() is None, mnt.log()
-            wait_for(lambda: (path / "d").exists(), 10, "disk d")
-        finally:
-            status = stop_process(mnt.proc)
-            if is_mounted(path):
-                run("umount", "-l", path, check=False)
+        mnt = start_mount(tmp_path / f"m{i}", tmp_path / f"log{i}", "--transport", "uring",
+                          "--uring-depth", "64", "--disk", "d:4M:mode=direct", wait_disks=["d"])
+        status = teardown_mount(mnt)
         if status != 0:
             failures.append(f"round {i}: exit {status}: {mnt.log().splitlines()[-1:]}")
     assert not failures, failures
