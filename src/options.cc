@@ -205,6 +205,7 @@ enum class Key {
   kThreads,
   kTransport,
   kUringDepth,
+  kUringThreads,
   kUringPollUs
 };
 
@@ -222,6 +223,7 @@ std::optional<Key> FindKey(std::string_view name) {
   if (normalized == "threads") return Key::kThreads;
   if (normalized == "transport") return Key::kTransport;
   if (normalized == "uring_depth") return Key::kUringDepth;
+  if (normalized == "uring_threads") return Key::kUringThreads;
   if (normalized == "uring_poll_us") return Key::kUringPollUs;
   return std::nullopt;
 }
@@ -307,6 +309,12 @@ absl::Status CommandLineParser::Apply(Key key, std::string_view value, std::stri
       absl::StatusOr<int> depth = ParseCount(value, 1, kMaxUringDepth, "queue depth");
       if (!depth.ok()) return fail(depth.status());
       config_.uring_depth = *depth;
+      return absl::OkStatus();
+    }
+    case Key::kUringThreads: {
+      absl::StatusOr<int> threads = ParseCount(value, 0, kMaxUringDepth, "ring threads per queue");
+      if (!threads.ok()) return fail(threads.status());
+      config_.uring_threads = *threads;
       return absl::OkStatus();
     }
     case Key::kUringPollUs: {
@@ -571,10 +579,12 @@ std::string UsageText(std::string_view program) {
       "                      root sets: echo 1 > that file); dev: read/write on\n"
       "                      /dev/fuse; auto (default): uring where the kernel\n"
       "                      offers it, else dev\n"
-      "  --uring-depth N     ring entries per CPU queue, each with its own thread,\n"
-      "                      1..",
+      "  --uring-depth N     ring entries per CPU queue, 1..",
       kMaxUringDepth, " (default ", kDefaultUringDepth,
       ")\n"
+      "  --uring-threads N   threads per queue, each with its own ring, which share\n"
+      "                      the queue's entries and commit their replies together;\n"
+      "                      0 (default): one thread per entry\n"
       "  --uring-poll-us N   after a reply, one thread per queue polls its ring for\n"
       "                      N us before it sleeps, 0..",
       kMaxUringPollUs, " (default ", kDefaultUringPollUs,
@@ -590,7 +600,7 @@ std::string UsageText(std::string_view program) {
       "  -s                  single-threaded\n"
       "  -o OPT[,OPT...]     mount options: disk=, disks=, size=, max_memory=, mode=,\n"
       "                      store=, threads=, transport=, uring_depth=,\n"
-      "                      uring_poll_us= as above;\n"
+      "                      uring_threads=, uring_poll_us= as above;\n"
       "                      ro (every disk read-only); allow_other (let other\n"
       "                      users in); supervise (as --supervise); anything\n"
       "                      else (default_permissions, rw, nosuid, ...) goes to\n"

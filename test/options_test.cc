@@ -393,19 +393,23 @@ TEST(ParseCommandLineTest, TransportAndUringDepth) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->transport, Transport::kAuto);
   EXPECT_EQ(config->uring_depth, kDefaultUringDepth);
+  EXPECT_EQ(config->uring_threads, kDefaultUringThreads);
   EXPECT_EQ(config->uring_poll_us, kDefaultUringPollUs);
 
-  config = Parse({"/mnt", "--transport", "uring", "--uring-depth", "4", "--uring-poll-us", "0"});
+  config = Parse({"/mnt", "--transport", "uring", "--uring-depth", "4", "--uring-poll-us", "0",
+                  "--uring-threads", "1"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->transport, Transport::kUring);
   EXPECT_EQ(config->uring_depth, 4);
+  EXPECT_EQ(config->uring_threads, 1);
   EXPECT_EQ(config->uring_poll_us, 0);
 
-  config =
-      Parse({"/mnt", "--transport=uring", "-o", "transport=dev,uring_depth=64,uring_poll_us=1000"});
+  config = Parse({"/mnt", "--transport=uring", "-o",
+                  "transport=dev,uring_depth=64,uring_poll_us=1000,uring_threads=64"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->transport, Transport::kDev);  // the last one wins
   EXPECT_EQ(config->uring_depth, kMaxUringDepth);
+  EXPECT_EQ(config->uring_threads, kMaxUringDepth);
   EXPECT_EQ(config->uring_poll_us, kMaxUringPollUs);
   EXPECT_TRUE(config->fuse_options.empty()) << "transport= is ours, not libfuse's";
 
@@ -689,7 +693,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{{"/mnt", "-o", "uring_depth=65"}, "must be 1..64"},
         BadArgs{{"/mnt", "--uring-poll-us", "-1"},
                 "--uring-poll-us '-1': bad poll window (us) '-1'"},
-        BadArgs{{"/mnt", "-o", "uring_poll_us=1001"}, "must be 0..1000"}));
+        BadArgs{{"/mnt", "-o", "uring_poll_us=1001"}, "must be 0..1000"},
+        BadArgs{{"/mnt", "--uring-threads", "-1"},
+                "--uring-threads '-1': bad ring threads per queue '-1'"},
+        BadArgs{{"/mnt", "-o", "uring_threads=65"}, "must be 0..64"}));
 
 // Found by the fuzzer: a message quotes its argument up to three times
 // ("--size 'X': bad size 'X': unknown suffix 'X'"), so each quote is cut
@@ -728,6 +735,7 @@ TEST(UsageTextTest, ListsEverything) {
                              "--threads N",
                              "--transport T",
                              "--uring-depth N",
+                             "--uring-threads N",
                              "--uring-poll-us N",
                              "/sys/module/fuse/parameters/enable_uring",
                              "transport=, uring_depth=,",

@@ -22,6 +22,7 @@
 //   --threads N                        -o threads=N  (max FUSE worker threads)
 //   --transport auto|uring|dev         -o transport=...  (how requests travel, SPEC 14)
 //   --uring-depth N                    -o uring_depth=N  (ring entries per CPU queue)
+//   --uring-threads N                  -o uring_threads=N  (threads per queue; 0: one per entry)
 //   --uring-poll-us N                  -o uring_poll_us=N  (poll window after a reply)
 //   -f  -d  -s  -h/--help  -V/--version  -o allow_other  -o other FUSE options
 //
@@ -73,6 +74,9 @@ inline constexpr int kMaxUringDepth = 64;
 // long before it sleeps (docs/design.md, "The poll window"); 0: never polls.
 // It stands down by itself for a deep queue and after a delayed reply, so it
 // is on by default.
+// Threads per queue, each with its own ring holding its share of the
+// queue's entries (docs/design.md, "Threads and CPUs"); 0: one per entry.
+inline constexpr int kDefaultUringThreads = 0;
 inline constexpr int kDefaultUringPollUs = 20;
 inline constexpr int kMaxUringPollUs = 1000;
 
@@ -97,6 +101,7 @@ struct Config {
   int max_threads = 8;
   Transport transport = Transport::kAuto;
   int uring_depth = kDefaultUringDepth;
+  int uring_threads = kDefaultUringThreads;
   int uring_poll_us = kDefaultUringPollUs;
   bool foreground = false;
   bool debug = false;

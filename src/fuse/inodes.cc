@@ -45,6 +45,10 @@ bool IsDirectory(NodeKind kind) {
 
 Ino DiskFileIno(const Disk& disk) { return DiskIno(disk.id(), kDiskFileSlot); }
 
+bool IsDiskFileIno(Ino ino) {
+  return (ino >> kDiskShift) != 0 && (ino & kDiskSlotMask) == kDiskFileSlot;
+}
+
 Node DiskFileNode(std::shared_ptr<Disk> disk) {
   const Ino ino = DiskFileIno(*disk);
   return {NodeKind::kDiskFile, ino, nullptr, std::move(disk)};

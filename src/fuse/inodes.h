@@ -66,6 +66,8 @@ bool IsDirectory(NodeKind kind);
 // The node of a disk's file, for a disk in hand (create, mknod).
 Node DiskFileNode(std::shared_ptr<Disk> disk);
 Ino DiskFileIno(const Disk& disk);
+// Whether `ino` has the shape of a disk's file (the disk may be gone).
+bool IsDiskFileIno(Ino ino);
 
 // The node `ino` names now; kInvalid if none (a deleted disk, a bad number).
 Node Resolve(const DiskTable& table, Ino ino);

@@ -13,6 +13,9 @@
 
 namespace ramdiskfs::abi {
 
+inline constexpr uint32_t kOpRead = 15;
+inline constexpr uint32_t kOpWrite = 16;
+inline constexpr uint32_t kOpFsync = 20;
 inline constexpr uint32_t kOpInit = 26;
 
 // INIT flags (low word) and flags2 (high word, valid with kInitExt).

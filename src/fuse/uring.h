@@ -15,13 +15,18 @@
 //     put into the entry (out header into the header buffer, the rest into the
 //     payload buffer; a read reply that /dev/fuse would splice is pread into
 //     the payload) and the entry's thread commits it.
-//   - Each entry has its own thread and its own io_uring (SINGLE_ISSUER,
-//     DEFER_TASKRUN), pinned to the queue's CPU. A handler may block — it may
-//     wait for a RELEASE (SettleOpens) or for a page lock that a READ queued
-//     behind it holds (cache invalidation) — and it then blocks only its own
-//     entry, as with libfuse's multithreaded /dev/fuse loop. A reply sent later
-//     from another thread (a delayed reply) wakes the entry's thread, which
-//     commits it: only the ring's owner ever submits.
+//   - A queue's entries are dealt to its workers: a thread each, with its own
+//     io_uring (SINGLE_ISSUER, DEFER_TASKRUN), not pinned. A worker takes every
+//     request its ring brings in one go and commits the replies that are ready
+//     with the fetch of the next in one submission. By default each entry has
+//     a worker of its own; then a handler may block — wait for a RELEASE
+//     (SettleOpens) or for a page lock that a READ queued behind it holds
+//     (cache invalidation) — and blocks only its own entry, as with libfuse's
+//     multithreaded /dev/fuse loop. A worker with several entries runs only
+//     disk reads, writes and fsyncs itself and hands the rest to a pool of
+//     threads. A reply sent from another thread (a delayed reply, or the
+//     pool's) wakes the worker through an eventfd its ring reads, and the
+//     worker commits it: only the ring's owner ever submits.
 //   - FORGET, INTERRUPT and INIT never come over the ring, and notifications
 //     cannot go over it (the kernel refuses unique 0): libfuse's /dev/fuse
 //     loop keeps running for them.
@@ -58,9 +63,10 @@ inline constexpr char kEnableUringPath[] = "/sys/module/fuse/parameters/enable_u
 
 class UringTransport {
  public:
-  // `device_fd` is the session's /dev/fuse fd; `depth` entries per queue;
-  // after a reply, one entry thread per queue polls for `poll_us` (0: none).
-  UringTransport(fuse_session* session, int device_fd, int depth, int poll_us);
+  // `device_fd` is the session's /dev/fuse fd; `depth` entries per queue,
+  // dealt to `threads` workers per queue (0, or more than `depth`: one per
+  // entry); after a reply, one worker per queue polls for `poll_us` (0: none).
+  UringTransport(fuse_session* session, int device_fd, int depth, int threads, int poll_us);
   ~UringTransport();  // Stop()
   UringTransport(const UringTransport&) = delete;
   UringTransport& operator=(const UringTransport&) = delete;
@@ -90,23 +96,28 @@ class UringTransport {
 
   int queues() const { return static_cast<int>(queue_count_); }
   int depth() const { return depth_; }
+  int threads() const { return threads_; }
   int poll_us() const { return poll_us_; }
 
-  struct Entry;  // one ring entry with its thread (uring.cc)
+  struct Entry;   // one ring entry: its buffers and request (uring.cc)
+  struct Worker;  // a thread and its ring, holding some of a queue's entries
+  struct Pool;    // threads for the handlers a worker must not run itself
 
  private:
   friend struct Entry;
-  // Waits until `counter` reaches the number of entries.
+  friend struct Worker;
+  // Waits until `counter` reaches the number of workers.
   void WaitAll(int* counter);
   void Report(int* counter, const std::string& error);
 
   fuse_session* const session_;
   const int device_fd_;
   const int depth_;
+  const int threads_;
   const int poll_us_;
-  // Per queue: an entry thread is polling it (at most one at a time), and
-  // how many of its entries hold a request. An entry polls only when no
-  // other entry, of any queue, holds or awaits one: a busy daemon keeps the
+  // Per queue: a worker is polling it (at most one at a time), and how many
+  // of its entries hold a request. A worker polls only when no other
+  // worker, of any queue, holds or awaits one: a busy daemon keeps the
   // CPUs busy anyway, and a poller would only take a CPU from the submitters.
   std::unique_ptr<std::atomic<bool>[]> polling_;
   std::unique_ptr<std::atomic<int>[]> serving_;
@@ -116,6 +127,8 @@ class UringTransport {
   std::unique_ptr<std::atomic<int64_t>[]> concurrent_ns_;
   size_t queue_count_ = 0;
   std::vector<std::unique_ptr<Entry>> entries_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<Pool> pool_;
   int stop_pipe_[2] = {-1, -1};
   bool stopped_ = false;
 
