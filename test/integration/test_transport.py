@@ -4,11 +4,15 @@ off, auto's fallback, and proof from the kernel's side (/proc) that requests rea
 travel over the io_uring queues, one per CPU, served by threads of their own (not pinned)."""
 
 import contextlib
+import errno
 import os
 import pathlib
+import threading
+import time
 
 import pytest
 
+from support.ctl import write_errno
 from support.io import odirect_pread, odirect_pwrite, pattern
 from support.mounts import (BIN, ENABLE_URING, is_mounted, run_expect_exit, start_mount,
                             teardown_mount)
@@ -100,20 +104,24 @@ def pinned_reads(path, cpu, count):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_uring_serves_every_mode(uring_enabled, mount_factory):
+@pytest.mark.parametrize("threads", [0, 1, 2])
+def test_uring_serves_every_mode(uring_enabled, mount_factory, threads):
     depth = 3
-    mnt = mount_factory("--transport", "uring", "--uring-depth", depth,
+    mnt = mount_factory("--transport", "uring", "--uring-depth", depth, "--uring-threads", threads,
                         "--disk", "d:8M:mode=direct", "--disk", "c:8M:mode=cached",
                         "--disk", "n:8M:mode=null", wait_disks=["d", "c", "n"])
     stats = mnt.stats()
     assert stats["transport"] == "uring", mnt.log()
     assert "transport uring" in mnt.log()
     pid = mnt.proc.pid
-    # one queue per possible CPU, `depth` entries each, each entry its own thread and ring
-    threads = queue_threads(pid)
-    assert sorted(threads) == list(range(possible_cpus()))
-    assert all(len(t) == depth for t in threads.values()), threads
-    assert len(ring_fds(pid)) == possible_cpus() * depth
+    # one queue per possible CPU, `depth` entries each, dealt to `threads` threads (0: one
+    # per entry), each thread with its own ring
+    per_queue = threads or depth
+    queues = queue_threads(pid)
+    assert sorted(queues) == list(range(possible_cpus()))
+    assert all(len(t) == per_queue for t in queues.values()), queues
+    assert len(ring_fds(pid)) == possible_cpus() * per_queue
+    assert f"{depth} entries on {per_queue} thread(s) each" in mnt.log()
 
     before = completions(pid)
     data = pattern(MiB, seed=7)
@@ -226,3 +234,31 @@ def test_sigterm_while_the_queues_register_is_a_clean_stop(uring_enabled, tmp_pa
         if status != 0:
             failures.append(f"round {i}: exit {status}: {mnt.log().splitlines()[-1:]}")
     assert not failures, failures
+
+
+def test_a_handler_that_waits_for_another_request_does_not_hold_its_ring(uring_enabled,
+                                                                          mount_factory):
+    """With several entries on one thread's ring, a handler that waits for another request
+    must not run on that thread: the request it waits for may be queued behind it on the same
+    ring. A flush of a disk that is open waits up to 250 ms for the other opener to close it
+    (SettleOpens). Here the opener closes it 50 ms into that wait, from the same CPU, so the
+    close's FLUSH and RELEASE come on the same queue as the control write, whose single thread
+    holds every entry: run there, the flush would hold them back and give up with EBUSY. Such
+    handlers run on the transport's pool; this shows they do."""
+    mnt = mount_factory("--transport", "uring", "--uring-depth", 4, "--uring-threads", 1,
+                        "--disk", "ram0:8M:mode=direct", wait_disks=["ram0"])
+    assert "4 entries on 1 thread(s) each" in mnt.log()
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(old)})  # this thread and the closer: one CPU, one queue
+    try:
+        for _ in range(3):
+            fd = os.open(mnt.disk("ram0"), os.O_RDONLY)
+            closer = threading.Timer(0.05, os.close, (fd,))
+            closer.start()
+            start = time.monotonic()
+            err = write_errno(mnt, "ram0", "flush", text="1\n")
+            took = time.monotonic() - start
+            closer.join()
+            assert err == 0, f"flush while the disk closes: {errno.errorcode[err]} after {took:.3f} s"
+    finally:
+        os.sched_setaffinity(0, old)

@@ -10,6 +10,8 @@ Environment:
                   here (unset: the daemon's default, auto); arguments given later win.
                   With uring, conftest.py's session fixture turns the fuse module's
                   enable_uring on and puts the old value back at the end.
+  RAMDISKFS_URING_THREADS  N: passed as --uring-threads to every daemon started here
+                  (unset: the daemon's default); arguments given later win.
 """
 
 import os
@@ -23,6 +25,9 @@ BIN = pathlib.Path(os.environ.get("RAMDISKFS_BIN", ROOT / "build" / "ramdiskfs")
 CTL = pathlib.Path(os.environ.get("RAMDISKCTL_BIN", BIN.parent / "ramdiskctl"))
 TRANSPORT = os.environ.get("RAMDISKFS_TRANSPORT", "")
 TRANSPORT_ARGS = ["--transport", TRANSPORT] if TRANSPORT else []
+URING_THREADS = os.environ.get("RAMDISKFS_URING_THREADS", "")
+if URING_THREADS:
+    TRANSPORT_ARGS += ["--uring-threads", URING_THREADS]
 ENABLE_URING = pathlib.Path("/sys/module/fuse/parameters/enable_uring")
 
 MODES = ["dax", "direct", "cached", "null"]
