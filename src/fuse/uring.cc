@@ -159,6 +159,7 @@ struct UringTransport::Worker {
   int held = 0;                                 // entries holding a request
   bool replied_late = false;                    // this round committed a reply that came late
   std::vector<std::pair<uint64_t, int>> batch;  // this round's CQEs
+  std::vector<Entry*> ready;                    // `late`, taken to commit
 
   std::thread thread;
 
@@ -486,13 +487,13 @@ void UringTransport::Worker::Run() {
 bool UringTransport::Worker::Handle(uint64_t tag, int res, int* live) {
   if (tag == kStopTag) return false;
   if (tag == kWakeTag) {
-    std::vector<Entry*> ready;
     {
       std::lock_guard lock(mu);
-      ready.swap(late);
+      ready.swap(late);  // both keep their capacity: no allocation per wake
     }
     for (Entry* e : ready) Commit(e);
     replied_late = replied_late || !ready.empty();
+    ready.clear();
     if (res < 0 && res != -EINTR && res != -EAGAIN) {
       Log("io_uring queue ", qid, ": reading the wake eventfd failed: ", strerror(-res));
     }
