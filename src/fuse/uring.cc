@@ -55,6 +55,11 @@ constexpr int64_t kQuietAfterConcurrentNs = 1'000'000;
 constexpr uint64_t kStopTag = 1;
 constexpr uint64_t kWakeTag = 2;
 
+// A command's result that says the connection is gone (unmount, SIGTERM,
+// abort): fs/fuse/dev_uring.c answers ECONNABORTED once fc->aborted is set,
+// and ENOTCONN once it is no longer connected.
+bool ConnectionEnded(int res) { return res == -ENOTCONN || res == -ECONNABORTED; }
+
 // The payload buffer is preceded by this much headroom, where the in_header
 // and the first in-arg (at most 40 + 128 bytes) are put back in front of the
 // payload; the entry's RingHeader lives at its start. One page keeps the
@@ -441,10 +446,12 @@ void UringTransport::Worker::Run() {
       ++it;
       continue;
     }
-    // ENOTCONN: the connection ended while the queues registered (a SIGTERM
-    // or umount right after the mount; the kernel serves requests once every
-    // queue has one entry). That is a shutdown, not a failed transport.
-    if (res != -ENOTCONN && refused.empty()) {
+    // ENOTCONN or ECONNABORTED: the connection ended while the queues
+    // registered (a SIGTERM or umount right after the mount; the kernel
+    // serves requests once every queue has one entry, and says ECONNABORTED
+    // once it has aborted the connection). That is a shutdown, not a failed
+    // transport.
+    if (!ConnectionEnded(res) && refused.empty()) {
       refused = absl::StrCat("FUSE_IO_URING_CMD_REGISTER on queue ", qid, ": ", strerror(-res));
     }
     --live;
@@ -502,9 +509,9 @@ bool UringTransport::Worker::Handle(uint64_t tag, int res, int* live) {
   }
   Entry* e = reinterpret_cast<Entry*>(tag);
   if (res < 0) {
-    // ENOTCONN/ECANCELED: the connection ended (unmount, abort). Anything
-    // else costs this entry; the worker keeps its other entries.
-    if (res != -ENOTCONN && res != -ECANCELED && !owner->handshake_->stopping.load()) {
+    // The connection ended (unmount, abort), or the command was cancelled.
+    // Anything else costs this entry; the worker keeps its other entries.
+    if (!ConnectionEnded(res) && res != -ECANCELED && !owner->handshake_->stopping.load()) {
       Log("io_uring queue ", qid, " entry ", e->index, " stops: ", strerror(-res));
     }
     return --*live > 0;
@@ -768,8 +775,13 @@ void UringTransport::Stop() {
   // EOF on the pipe completes every ring's poll: each thread leaves its wait.
   if (stop_pipe_[1] >= 0) close(stop_pipe_[1]);
   stop_pipe_[1] = -1;
+  // Every worker ends before any ring goes: a worker still polling reads the
+  // other rings' SQ flags (OthersBusy), and a ring's exit unmaps them.
   for (auto& w : workers_) {
     if (w->thread.joinable()) w->thread.join();
+  }
+  for (auto& w : workers_) {
+    w->sq_flags.store(nullptr, std::memory_order_release);
     // Closing the ring cancels the commands still in the kernel (the
     // entries', if the connection is alive) and drops its /dev/fuse
     // reference.
