@@ -56,8 +56,8 @@ constexpr uint64_t kStopTag = 1;
 constexpr uint64_t kWakeTag = 2;
 
 // A command's result that says the connection is gone (unmount, SIGTERM,
-// abort): fs/fuse/dev_uring.c answers ECONNABORTED once fc->aborted is set,
-// and ENOTCONN once it is no longer connected.
+// abort): fs/fuse/dev_uring.c fails a REGISTER with ECONNABORTED once the
+// teardown has begun, and other commands with ENOTCONN.
 bool ConnectionEnded(int res) { return res == -ENOTCONN || res == -ECONNABORTED; }
 
 // The payload buffer is preceded by this much headroom, where the in_header
