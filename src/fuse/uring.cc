@@ -446,11 +446,9 @@ void UringTransport::Worker::Run() {
       ++it;
       continue;
     }
-    // ENOTCONN or ECONNABORTED: the connection ended while the queues
-    // registered (a SIGTERM or umount right after the mount; the kernel
-    // serves requests once every queue has one entry, and says ECONNABORTED
-    // once it has aborted the connection). That is a shutdown, not a failed
-    // transport.
+    // The connection ended while the queues registered (a SIGTERM or umount
+    // right after the mount; the kernel serves requests once every queue has
+    // one entry). That is a shutdown, not a failed transport.
     if (!ConnectionEnded(res) && refused.empty()) {
       refused = absl::StrCat("FUSE_IO_URING_CMD_REGISTER on queue ", qid, ": ", strerror(-res));
     }
@@ -781,7 +779,6 @@ void UringTransport::Stop() {
     if (w->thread.joinable()) w->thread.join();
   }
   for (auto& w : workers_) {
-    w->sq_flags.store(nullptr, std::memory_order_release);
     // Closing the ring cancels the commands still in the kernel (the
     // entries', if the connection is alive) and drops its /dev/fuse
     // reference.
