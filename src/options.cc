@@ -581,7 +581,10 @@ std::string UsageText(std::string_view program) {
       "                      offers it, else dev\n"
       "  --uring-depth N     ring entries per CPU queue, 1..",
       kMaxUringDepth, " (default ", kDefaultUringDepth,
-      ")\n"
+      ");\n"
+      "                      ",
+      kEagerUringEntries,
+      " register at start, the rest at the first delayed reply\n"
       "  --uring-threads N   threads per queue, each with its own ring, which share\n"
       "                      the queue's entries and commit their replies together;\n"
       "                      0 (default): one thread per entry\n"

@@ -70,13 +70,19 @@ absl::StatusOr<Transport> ParseTransport(std::string_view text);
 // "Transport"): the most requests one CPU can have in the daemon at once.
 inline constexpr int kDefaultUringDepth = 16;
 inline constexpr int kMaxUringDepth = 64;
+// Of those, how many each queue registers at start. The rest are held in
+// reserve and register the first time a reply is delayed (latency,
+// throttle), which is the only load that needs them: a deep queue of
+// undelayed requests is served faster by fewer entries (docs/design.md,
+// "Entries held in reserve"; docs/benchmarks.md, same title).
+inline constexpr int kEagerUringEntries = 8;
+// Threads per queue, each with its own ring holding its share of the
+// queue's entries (docs/design.md, "Threads and CPUs"); 0: one per entry.
+inline constexpr int kDefaultUringThreads = 0;
 // After it commits a reply, one thread per queue polls its ring for this
 // long before it sleeps (docs/design.md, "The poll window"); 0: never polls.
 // It stands down by itself for a deep queue and after a delayed reply, so it
 // is on by default.
-// Threads per queue, each with its own ring holding its share of the
-// queue's entries (docs/design.md, "Threads and CPUs"); 0: one per entry.
-inline constexpr int kDefaultUringThreads = 0;
 inline constexpr int kDefaultUringPollUs = 20;
 inline constexpr int kMaxUringPollUs = 1000;
 

@@ -28,6 +28,7 @@
 #include "src/fuse/inodes.h"
 #include "src/fuse/kernel_abi.h"
 #include "src/fuse/passthrough.h"
+#include "src/fuse/uring.h"
 
 namespace ramdiskfs {
 namespace {
@@ -409,6 +410,9 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 // still ahead.
 void ReplyAt(Filesystem& fs, int64_t reply_at_ns, TimerQueue::Closure reply) {
   if (reply_at_ns == 0 || reply_at_ns <= MonotonicNowNs()) return std::move(reply)();
+  // The request holds its ring entry until the reply: the queues need their
+  // reserve entries from now on.
+  UringReplyDelayed();  // [uring hook]
   fs.timers().Schedule(reply_at_ns, std::move(reply));
 }
 

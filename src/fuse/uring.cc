@@ -146,6 +146,9 @@ struct UringTransport::Worker {
   unsigned qid = 0;
   int index = 0;  // within the queue
   std::vector<Entry*> entries;
+  // Those of `entries` that have not registered yet (index >= eager()):
+  // set before the thread starts, then worker thread only.
+  std::vector<Entry*> reserve;
 
   io_uring ring = {};
   bool ring_ok = false;
@@ -172,6 +175,9 @@ struct UringTransport::Worker {
   bool SetUpRing();
   void PrepCommand(Entry* e, uint32_t op, uint64_t id);
   void ArmWake();
+  // Once RegisterReserve was called: prepares the REGISTER of every entry
+  // in `reserve`, adds them to *live and empties it.
+  void RegisterReserveIfAsked(int* live);
   // Takes every CQE the ring holds into `batch`.
   void Gather();
   // One CQE; false when the worker must end.
@@ -395,6 +401,16 @@ void UringTransport::Worker::ArmWake() {
   sqe->user_data = kWakeTag;
 }
 
+void UringTransport::Worker::RegisterReserveIfAsked(int* live) {
+  if (reserve.empty() || !owner->grow_.load(std::memory_order_acquire)) return;
+  // The kernel takes a REGISTER at any time: the entry joins its queue's
+  // available list and gets the next request. A refusal comes back as the
+  // entry's CQE, which Handle counts as an entry that stopped.
+  for (Entry* e : reserve) PrepCommand(e, abi::kRingCmdRegister, 0);
+  *live += static_cast<int>(reserve.size());
+  reserve.clear();
+}
+
 void UringTransport::Worker::Gather() {
   unsigned head = 0;
   unsigned seen = 0;
@@ -428,7 +444,12 @@ void UringTransport::Worker::Run() {
   io_uring_prep_poll_add(sqe, owner->stop_pipe_[0], POLLIN);
   sqe->user_data = kStopTag;
   ArmWake();
-  for (Entry* e : entries) PrepCommand(e, abi::kRingCmdRegister, 0);
+  int live = 0;
+  for (Entry* e : entries) {
+    if (e->index >= owner->eager()) continue;  // in reserve
+    PrepCommand(e, abi::kRingCmdRegister, 0);
+    ++live;
+  }
   int r = io_uring_submit(&ring);
   if (r < 0) {
     owner->Report(&hs.registered, absl::StrCat("io_uring_submit: ", strerror(-r)));
@@ -438,7 +459,6 @@ void UringTransport::Worker::Run() {
   // with res >= 0 is a first request, left for the loop.
   batch.reserve(entries.size() + 2);
   Gather();
-  int live = static_cast<int>(entries.size());
   std::string refused;
   for (auto it = batch.begin(); it != batch.end();) {
     const auto [tag, res] = *it;
@@ -456,8 +476,9 @@ void UringTransport::Worker::Run() {
     it = batch.erase(it);
   }
   owner->Report(&hs.registered, refused);
-  // The entries that did register serve what the kernel already gave them.
-  if (live == 0) return;
+  // The entries that did register serve what the kernel already gave them;
+  // a worker whose entries are all in reserve waits for the word to register.
+  if (live == 0 && reserve.empty()) return;
   for (;;) {
     replied_late = false;
     bool go_on = true;
@@ -502,6 +523,7 @@ bool UringTransport::Worker::Handle(uint64_t tag, int res, int* live) {
     if (res < 0 && res != -EINTR && res != -EAGAIN) {
       Log("io_uring queue ", qid, ": reading the wake eventfd failed: ", strerror(-res));
     }
+    RegisterReserveIfAsked(live);
     ArmWake();
     return true;
   }
@@ -512,7 +534,8 @@ bool UringTransport::Worker::Handle(uint64_t tag, int res, int* live) {
     if (!ConnectionEnded(res) && res != -ECANCELED && !owner->handshake_->stopping.load()) {
       Log("io_uring queue ", qid, " entry ", e->index, " stops: ", strerror(-res));
     }
-    return --*live > 0;
+    // A worker whose entries all failed still owes its reserve a REGISTER.
+    return --*live > 0 || !reserve.empty();
   }
   ++held;
   // Only the poll window reads serving_: without it, no shared counter on
@@ -719,6 +742,7 @@ std::string UringTransport::Prepare(size_t payload_bytes) {
       // Entries are dealt to the queue's workers in turn.
       e->worker = workers_[first_worker + static_cast<size_t>(i % threads_)].get();
       e->worker->entries.push_back(e.get());
+      if (i >= eager()) e->worker->reserve.push_back(e.get());
       e->qid = static_cast<unsigned>(q);
       e->index = i;
       e->payload_cap = payload_cap;
@@ -789,6 +813,16 @@ void UringTransport::Stop() {
   if (pool_) pool_->Stop();
   if (stop_pipe_[0] >= 0) close(stop_pipe_[0]);
   stop_pipe_[0] = -1;
+}
+
+void UringTransport::RegisterReserve() {
+  if (eager() >= depth_ || grow_.exchange(true, std::memory_order_acq_rel)) return;
+  Log("transport uring: a reply is delayed: the other ", depth_ - eager(),
+      " entries of each queue register now");
+  // Only a ring's owner submits: each worker registers its own reserve when
+  // its wake read completes (an empty wake for the workers without one).
+  const uint64_t one = 1;
+  for (auto& w : workers_) (void)!write(w->wake_fd, &one, sizeof(one));
 }
 
 bool UringTransport::RouteReply(const struct iovec* iov, int count, ssize_t* result) {
@@ -927,7 +961,11 @@ bool UringAfterInitReply(bool ok) {
   // every queue has one, so this line comes before any request is served.
   Log("transport uring: ", g_glue.transport->queues(), " queue(s) x ", g_glue.transport->depth(),
       " entries on ", g_glue.transport->threads(), " thread(s) each; poll window ",
-      g_glue.transport->poll_us(), " us");
+      g_glue.transport->poll_us(), " us",
+      g_glue.transport->eager() < g_glue.transport->depth()
+          ? absl::StrCat("; ", g_glue.transport->eager(),
+                         " entries each register now, the rest at the first delayed reply")
+          : "");
   SetActiveUring(g_glue.transport.get());  // stats must say uring from the first request
   std::string why = ok ? g_glue.transport->Start() : "the INIT reply failed";
   if (!why.empty()) {
@@ -943,6 +981,10 @@ bool UringAfterInitReply(bool ok) {
 bool UringRouteReply(const struct iovec* iov, int count, ssize_t* result) {
   UringTransport* t = g_glue.routed.load(std::memory_order_acquire);
   return t != nullptr && t->RouteReply(iov, count, result);
+}
+
+void UringReplyDelayed() {
+  if (UringTransport* t = g_active.load(std::memory_order_acquire)) t->RegisterReserve();
 }
 
 void UringSessionEnd() {

@@ -27,12 +27,15 @@
 //     threads. A reply sent from another thread (a delayed reply, or the
 //     pool's) wakes the worker through an eventfd its ring reads, and the
 //     worker commits it: only the ring's owner ever submits.
+//   - Each queue registers its first kEagerUringEntries entries at start and
+//     holds the rest in reserve; the first delayed reply (RegisterReserve)
+//     has every worker register its reserve, for good.
 //   - FORGET, INTERRUPT and INIT never come over the ring, and notifications
 //     cannot go over it (the kernel refuses unique 0): libfuse's /dev/fuse
 //     loop keeps running for them.
 //
-// Thread-safety: RouteReply, UringThreadPayload and the counters may be called
-// from any thread; Prepare, Start and Stop from one thread at a time.
+// Thread-safety: RouteReply, RegisterReserve, UringThreadPayload and the
+// counters may be called from any thread; Prepare, Start and Stop from one thread at a time.
 
 #ifndef RAMDISKFS_FUSE_URING_H_
 #define RAMDISKFS_FUSE_URING_H_
@@ -41,6 +44,8 @@
 #include <fuse_lowlevel.h>
 #include <sys/uio.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -94,8 +99,16 @@ class UringTransport {
   // returns false and the caller writes to /dev/fuse.
   bool RouteReply(const struct iovec* iov, int count, ssize_t* result);
 
+  // A reply is about to be delayed: a request now holds its entry for as
+  // long as the delay, so the queues need every entry. The first call logs
+  // it and wakes every worker, which registers its reserve; later calls do
+  // nothing.
+  void RegisterReserve();
+
   int queues() const { return static_cast<int>(queue_count_); }
   int depth() const { return depth_; }
+  // Entries per queue that register at start (the rest: reserve).
+  int eager() const { return std::min(depth_, kEagerUringEntries); }
   int threads() const { return threads_; }
   int poll_us() const { return poll_us_; }
 
@@ -131,6 +144,7 @@ class UringTransport {
   std::unique_ptr<Pool> pool_;
   int stop_pipe_[2] = {-1, -1};
   bool stopped_ = false;
+  std::atomic<bool> grow_{false};  // RegisterReserve was called
 
   // Start-up handshake between Prepare/Start and the entry threads.
   struct Handshake;
@@ -156,6 +170,9 @@ void UringBeforeInitReply(fuse_session* session, int device_fd, abi::InitOut& ou
 bool UringAfterInitReply(bool ok);
 // The custom io's writev: RouteReply of the session's transport, if any.
 bool UringRouteReply(const struct iovec* iov, int count, ssize_t* result);
+// A handler delays its reply (ops.cc, ReplyAt): RegisterReserve of the
+// transport serving, if any.
+void UringReplyDelayed();
 // The session loop returned: stops the ring threads (before /dev/fuse closes).
 void UringSessionEnd();
 bool UringFatal();
