@@ -35,7 +35,8 @@
 //     loop keeps running for them.
 //
 // Thread-safety: RouteReply, RegisterReserve, UringThreadPayload and the
-// counters may be called from any thread; Prepare, Start and Stop from one thread at a time.
+// counters may be called from any thread; Prepare, Start and Stop from one
+// thread at a time.
 
 #ifndef RAMDISKFS_FUSE_URING_H_
 #define RAMDISKFS_FUSE_URING_H_
