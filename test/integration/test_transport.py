@@ -42,6 +42,24 @@ def possible_cpus():
     return count
 
 
+def ring_fdinfo(path):
+    """The key: value lines of one io_uring fd's fdinfo, as a dict. The kernel prints the
+    ring's fields only when it gets the ring's lock with a trylock (io_uring/fdinfo.c), so
+    a read that lands while the ring's thread is in the kernel holding it has none: such a
+    read is tried again."""
+    fields = {}
+    for _ in range(200):
+        fields = {}
+        for line in pathlib.Path(path).read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and value.strip().isdigit():
+                fields[key.strip()] = int(value)
+        if "SqTail" in fields:
+            break
+        time.sleep(0.005)
+    return fields
+
+
 def ring_fds(pid):
     """fdinfo of every io_uring fd of `pid`, as dicts of its key: value lines."""
     rings = []
@@ -49,15 +67,9 @@ def ring_fds(pid):
         try:
             if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[io_uring]":
                 continue
-            info = pathlib.Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+            rings.append(ring_fdinfo(f"/proc/{pid}/fdinfo/{fd}"))
         except OSError:
             continue
-        fields = {}
-        for line in info.splitlines():
-            key, sep, value = line.partition(":")
-            if sep and value.strip().isdigit():
-                fields[key.strip()] = int(value)
-        rings.append(fields)
     return rings
 
 
