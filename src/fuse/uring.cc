@@ -175,6 +175,13 @@ struct UringTransport::Worker {
   bool SetUpRing();
   void PrepCommand(Entry* e, uint32_t op, uint64_t id);
   void ArmWake();
+  // Completes the ring's read of wake_fd, from any thread. Cannot fail short
+  // of a bad fd: an eventfd's counter does not overflow at one write per
+  // request.
+  void Wake() {
+    const uint64_t one = 1;
+    (void)!write(wake_fd, &one, sizeof(one));
+  }
   // Once RegisterReserve was called: prepares the REGISTER of every entry
   // in `reserve`, adds them to *live and empties it.
   void RegisterReserveIfAsked(int* live);
@@ -335,12 +342,7 @@ void UringTransport::Entry::Fill(const struct iovec* iov, int count, ssize_t* re
     wake = !in_serve;
     if (wake) worker->late.push_back(this);
   }
-  if (wake) {
-    const uint64_t one = 1;
-    // Cannot fail short of a bad fd: an eventfd's counter does not overflow
-    // at one write per request.
-    (void)!write(worker->wake_fd, &one, sizeof(one));
-  }
+  if (wake) worker->Wake();
   *result = static_cast<ssize_t>(total);
 }
 
@@ -821,8 +823,7 @@ void UringTransport::RegisterReserve() {
       " entries of each queue register now");
   // Only a ring's owner submits: each worker registers its own reserve when
   // its wake read completes (an empty wake for the workers without one).
-  const uint64_t one = 1;
-  for (auto& w : workers_) (void)!write(w->wake_fd, &one, sizeof(one));
+  for (auto& w : workers_) w->Wake();
 }
 
 bool UringTransport::RouteReply(const struct iovec* iov, int count, ssize_t* result) {
