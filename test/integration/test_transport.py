@@ -73,6 +73,20 @@ def ring_fds(pid):
     return rings
 
 
+def settled_rings(pid, count, timeout=10.0):
+    """The fdinfo of `pid`'s `count` rings once each one's worker has submitted its first
+    round (its SqTail is 2 or more: the stop pipe's poll, the wake eventfd's read and any
+    REGISTERs). A disk can be reached before that: the kernel serves requests over /dev/fuse
+    until every queue has an entry, and its workers go on registering after the mount."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rings = ring_fds(pid)
+        if len(rings) == count and all(r.get("SqTail", 0) >= 2 for r in rings):
+            return rings
+        assert time.monotonic() < deadline, f"rings never settled: {rings}"
+        time.sleep(0.01)
+
+
 def completions(pid):
     """CQEs the kernel has posted on all the daemon's rings (CqTail counts them)."""
     return sum(r.get("CqTail", 0) for r in ring_fds(pid))
@@ -298,18 +312,20 @@ def test_reserve_entries_register_at_the_first_delayed_reply(uring_enabled, moun
     to 3200. Measured: 3138-3140 with the registration, 1560-1576 with it taken out.
 
     A ring whose worker registered nothing has submitted two SQEs (the stop pipe's poll and
-    the wake eventfd's read): that is how the test counts the entries still in reserve."""
+    the wake eventfd's read): that is how the test counts the entries still in reserve. The
+    disk can be reached before every worker has made that first submission, so the count
+    waits for it (settled_rings)."""
     depth, eager = 16, 8
     mnt = mount_factory("--transport", "uring", "--uring-depth", depth, "--uring-threads", 0,
                         "--disk", "d:64M:mode=direct", wait_disks=["d"])
     pid = mnt.proc.pid
     queues = possible_cpus()
 
-    def in_reserve():
-        return sum(1 for ring in ring_fds(pid) if ring.get("SqTail") == 2)
+    def in_reserve(rings=None):
+        return sum(1 for ring in rings or ring_fds(pid) if ring.get("SqTail") == 2)
 
     assert f"{eager} entries each register now" in mnt.log(), mnt.log()
-    assert in_reserve() == (depth - eager) * queues
+    assert in_reserve(settled_rings(pid, depth * queues)) == (depth - eager) * queues
     odirect_pwrite(mnt.disk("d"), pattern(256 * 1024, seed=6), 0)  # not delayed: no change
     assert in_reserve() == (depth - eager) * queues
     mnt.write_control("d", "latency", text="write 5000\n")
