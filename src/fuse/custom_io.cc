@@ -27,6 +27,21 @@ Filesystem& FsOf(void* userdata) { return *static_cast<Filesystem*>(userdata); }
 
 thread_local uint64_t t_request_unique = 0;
 
+// The kernel copies a request into the reader's buffer with get_user_pages.
+// A page not yet present takes its slow path, which gives up when a fatal
+// signal is pending; the kernel then ends the request with EIO instead of
+// leaving it for the next worker to have resent. A SIGKILLed worker's threads
+// all have one pending, so every page of a thread's buffer is made present,
+// writable, before its first read (docs/survive.md, "What a kill could fail").
+void TouchReceiveBuffer(void* buf, size_t len) {
+  thread_local void* touched = nullptr;
+  thread_local size_t touched_len = 0;
+  if (buf == touched && len <= touched_len) return;
+  std::memset(buf, 0, len);
+  touched = buf;
+  touched_len = len;
+}
+
 ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
   Filesystem& fs = FsOf(userdata);
   CustomIoState& io = fs.io_state();
@@ -43,7 +58,10 @@ ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
       while (!io.init_done.load(std::memory_order_acquire)) usleep(200);
     }
   }
-  if (!replayed) n = read(fd, buf, len);
+  if (!replayed) {
+    if (fs.survive().supervised) TouchReceiveBuffer(buf, len);
+    n = read(fd, buf, len);
+  }
   if (n >= static_cast<ssize_t>(sizeof(abi::InHeader))) {
     abi::InHeader h;
     std::memcpy(&h, buf, sizeof(h));
